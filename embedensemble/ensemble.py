@@ -1,0 +1,161 @@
+"""``EmotionEnsemble``: the object a user holds — members, stacker and thresholds.
+
+    ensemble = EmotionEnsemble.load("artifacts/default/ensemble")
+    ensemble.predict(["I can't wait for the weekend!"])   # DataFrame of 0/1 per emotion
+
+A saved ensemble is a folder: ``manifest.json`` (format and library versions, label order,
+members, checksums of every file), ``members/<name>/fold_<k>/`` (each fold's model),
+``stacker/`` and ``thresholds.json``. Nothing in it is unpickled on load.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ._logging import get_logger
+from .config import EnsembleConfig, MemberConfig
+from .data import Corpus, validate_texts
+from .errors import ArtifactError
+from .labels import EMOTIONS
+from .manifest import verify_folder, write_manifest
+from .members.base import FoldModel, MemberContext, load_member
+from .stacker import Stacker
+from .thresholds import ThresholdOptimizer
+
+logger = get_logger(__name__)
+
+
+class EmotionEnsemble:
+    """Members (each a list of fold models whose probabilities are averaged), a stacker and thresholds."""
+
+    def __init__(self, config: EnsembleConfig | None = None) -> None:
+        self.config = config or EnsembleConfig()
+        self.member_folds_: dict[str, list[Path]] = {}
+        self._loaded: dict[str, list[FoldModel]] = {}
+
+    # ------------------------------------------------------------------ training
+    def fit(
+        self,
+        train: Corpus,
+        *,
+        run_dir: str | os.PathLike | None = None,
+        test: Corpus | None = None,
+        eval: Corpus | None = None,
+    ) -> EmotionEnsemble:
+        """Cross-fit every member, then stack; the run folder (a temp dir if not given) keeps everything."""
+        from .fitting import fit_members
+        from .stacking import stack_run
+
+        if not self.config.members:
+            raise ArtifactError("the config has no members to fit")
+        run_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="embedensemble-run-"))
+        fit_members(self.config, train, run_dir, test=test, eval=eval)
+        fitted = stack_run(run_dir, write_report=False)
+        self.__dict__.update(fitted.__dict__)
+        return self
+
+    # ---------------------------------------------------------------- prediction
+    def member_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Each member's probabilities, averaged over its fold models: [n, members, 11]."""
+        texts = validate_texts(texts)
+        self._check_fitted()
+        per_member = []
+        for name in self.member_names:
+            models = self._models(name)
+            per_member.append(np.mean([m.predict_proba(texts) for m in models], axis=0) if texts else np.zeros((0, len(EMOTIONS))))
+        return np.stack(per_member, axis=1).astype(np.float32) if texts else np.zeros((0, len(per_member), len(EMOTIONS)), np.float32)
+
+    def predict_proba(self, texts: Sequence[str]) -> pd.DataFrame:
+        """Stacked probabilities of each emotion (one row per text, one column per emotion)."""
+        member_proba = self.member_proba(texts)
+        proba = self.stacker_.predict_proba(member_proba) if len(member_proba) else np.zeros((0, len(EMOTIONS)), np.float32)
+        return pd.DataFrame(proba, columns=list(EMOTIONS))
+
+    def predict(self, texts: Sequence[str]) -> pd.DataFrame:
+        """0/1 per emotion, using the per-emotion thresholds chosen on out-of-fold predictions."""
+        proba = self.predict_proba(texts)
+        return pd.DataFrame(self.thresholds_.predict(proba.to_numpy()), columns=list(EMOTIONS))
+
+    @property
+    def member_names(self) -> list[str]:
+        return list(self.member_folds_)
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        self._check_fitted()
+        return dict(zip(EMOTIONS, map(float, self.thresholds_.thresholds_)))
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "stacker_") or not self.member_folds_:
+            raise ArtifactError("this EmotionEnsemble is not fitted: call fit() or EmotionEnsemble.load(path)")
+
+    def _models(self, name: str) -> list[FoldModel]:
+        if name not in self._loaded:
+            context = MemberContext(cache_dir=self.config.cache_dir, seed=self.config.seed, device=self.config.device)
+            self._loaded[name] = [load_member(path, context) for path in self.member_folds_[name]]
+        return self._loaded[name]
+
+    # ------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the ensemble folder (atomically: built beside ``path``, then renamed into place)."""
+        self._check_fitted()
+        path = Path(path)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent if path.parent.exists() else None))
+        members = []
+        for name, folds in self.member_folds_.items():
+            copies = []
+            for k, fold in enumerate(folds):
+                target = staging / "members" / name / f"fold_{k}"
+                shutil.copytree(fold, target, ignore=shutil.ignore_patterns("pred_*.npy", "DONE"))
+                copies.append(target.relative_to(staging).as_posix())
+            members.append({"name": name, "folds": copies, "config": dataclasses.asdict(self.config.member(name))})
+        self.stacker_.save(staging / "stacker")
+        self.thresholds_.save(staging / "thresholds.json")
+        write_manifest(staging, {"labels": list(EMOTIONS), "members": members, "config": self.config.to_dict(), "stacker": "stacker", "thresholds": "thresholds.json"})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            backup = path.with_name(path.name + ".old")
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(path, backup)
+            os.replace(staging, path)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(staging, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> EmotionEnsemble:
+        """Load a saved ensemble, refusing pickles and files that fail the manifest's checksums."""
+        path = Path(path)
+        manifest = verify_folder(path)
+        if manifest.get("labels") != list(EMOTIONS):
+            raise ArtifactError(f"{path} was trained with labels {manifest.get('labels')}, this library uses {list(EMOTIONS)}")
+        ensemble = cls(EnsembleConfig.from_dict(manifest["config"], where=f"{path}/manifest.json"))
+        ensemble.member_folds_ = {m["name"]: [path / f for f in m["folds"]] for m in manifest["members"]}
+        ensemble.stacker_ = Stacker.load(path / manifest["stacker"])
+        ensemble.thresholds_ = ThresholdOptimizer.load(path / manifest["thresholds"])
+        return ensemble
+
+    @classmethod
+    def from_parts(
+        cls, config: EnsembleConfig, member_folds: dict[str, list[Path]], stacker: Stacker, thresholds: ThresholdOptimizer
+    ) -> EmotionEnsemble:
+        ensemble = cls(config)
+        ensemble.member_folds_ = dict(member_folds)
+        ensemble.stacker_ = stacker
+        ensemble.thresholds_ = thresholds
+        return ensemble
+
+    def __repr__(self) -> str:
+        members = ", ".join(self.member_folds_) or "not fitted"
+        return f"EmotionEnsemble(members=[{members}])"
+
+

@@ -1,0 +1,244 @@
+"""Feature sources for head members: TF-IDF fitted on the fold's texts, or cached sentence embeddings.
+
+A feature source has ``fit(texts) -> self``, ``transform(texts) -> X`` and ``fit_transform``.
+``trainable`` says whether it learns from the training texts (and so must be saved with
+the member). TF-IDF saves its vocabularies as JSON and its idf weights as safetensors and
+rebuilds the sklearn vectorizers from them: no pickle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._logging import get_logger
+from .errors import ArtifactError, ConfigError, FormatVersionError
+from .io import load_tensors, read_json, save_tensors, write_json
+
+if TYPE_CHECKING:  # the members package sits above this module; only its type is needed here
+    from .members.base import MemberContext
+
+logger = get_logger(__name__)
+
+FORMAT_VERSION = 1
+TFIDF = "tfidf"
+# Keeps hashtags, mentions and single characters (emoji, "!", "?") as tokens: in tweets they
+# carry much of the emotion and sklearn's default pattern drops all three.
+WORD_TOKEN_PATTERN = r"(?u)[#@]?\w+|[^\w\s]"
+
+
+class TfidfFeatures:
+    """Word n-gram + character n-gram (within word boundaries) TF-IDF, stacked side by side.
+
+    Fitted on the training texts only; returns a float32 CSR matrix. Each block is L2-normalised
+    on its own, so words and characters weigh the same whatever their vocabulary sizes.
+    """
+
+    trainable: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        word_ngram_range: tuple[int, int] = (1, 2),
+        char_ngram_range: tuple[int, int] = (2, 5),
+        min_df: int = 2,
+        max_features_word: int | None = 50_000,
+        max_features_char: int | None = 100_000,
+        sublinear_tf: bool = True,
+        lowercase: bool = True,
+    ) -> None:
+        self.word_ngram_range = word_ngram_range
+        self.char_ngram_range = char_ngram_range
+        self.min_df = min_df
+        self.max_features_word = max_features_word
+        self.max_features_char = max_features_char
+        self.sublinear_tf = sublinear_tf
+        self.lowercase = lowercase
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "word_ngram_range": list(self.word_ngram_range),
+            "char_ngram_range": list(self.char_ngram_range),
+            "min_df": self.min_df,
+            "max_features_word": self.max_features_word,
+            "max_features_char": self.max_features_char,
+            "sublinear_tf": self.sublinear_tf,
+            "lowercase": self.lowercase,
+        }
+
+    def _vectorizers(self, vocabularies: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+
+        common = {"sublinear_tf": self.sublinear_tf, "lowercase": self.lowercase, "min_df": self.min_df, "dtype": np.float32}
+        vocab = vocabularies or {}
+        return {
+            "word": TfidfVectorizer(
+                analyzer="word",
+                token_pattern=WORD_TOKEN_PATTERN,
+                ngram_range=tuple(self.word_ngram_range),
+                max_features=self.max_features_word,
+                vocabulary=vocab.get("word"),
+                **common,
+            ),
+            "char": TfidfVectorizer(
+                analyzer="char_wb",
+                ngram_range=tuple(self.char_ngram_range),
+                max_features=self.max_features_char,
+                vocabulary=vocab.get("char"),
+                **common,
+            ),
+        }
+
+    def fit(self, texts: Sequence[str]) -> TfidfFeatures:
+        texts = list(texts)
+        if not texts:
+            raise ValueError("TfidfFeatures.fit needs at least one text")
+        vectorizers = self._vectorizers()
+        for vectorizer in vectorizers.values():
+            vectorizer.fit(texts)
+        self.vectorizers_ = vectorizers
+        logger.debug("tfidf: %s features", {k: len(v.vocabulary_) for k, v in vectorizers.items()})
+        return self
+
+    def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        if not hasattr(self, "vectorizers_"):
+            raise RuntimeError("TfidfFeatures is not fitted; call fit() first")
+        texts = list(texts)
+        blocks = [vectorizer.transform(texts) for vectorizer in self.vectorizers_.values()]
+        return sp.hstack(blocks, format="csr", dtype=np.float32)
+
+    def fit_transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        return self.fit(texts).transform(texts)
+
+    @property
+    def n_features_(self) -> int:
+        return sum(len(v.vocabulary_) for v in self.vectorizers_.values())
+
+    def save(self, path: str | Path) -> None:
+        """Write ``features.json`` (params + vocabularies in index order) and ``idf.safetensors``."""
+        if not hasattr(self, "vectorizers_"):
+            raise RuntimeError("TfidfFeatures is not fitted; nothing to save")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        vocabularies, idf = {}, {}
+        for key, vectorizer in self.vectorizers_.items():
+            terms = [""] * len(vectorizer.vocabulary_)
+            for term, index in vectorizer.vocabulary_.items():
+                terms[index] = term
+            vocabularies[key] = terms
+            idf[key] = np.asarray(vectorizer.idf_)
+        save_tensors(path / "idf.safetensors", idf)
+        meta = {"format_version": FORMAT_VERSION, "kind": TFIDF, "params": self.get_params(), "vocabularies": vocabularies}
+        write_json(path / "features.json", meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TfidfFeatures:
+        path = Path(path)
+        if not (path / "features.json").is_file():
+            raise ArtifactError(f"{path} is not saved TF-IDF features (no features.json)")
+        meta = read_json(path / "features.json")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise FormatVersionError(f"{path}: features format version {meta.get('format_version')!r}, this library reads {FORMAT_VERSION}")
+        if meta.get("kind") != TFIDF:
+            raise ArtifactError(f"{path}: features kind {meta.get('kind')!r} is not {TFIDF!r}")
+        params = dict(meta["params"])
+        params["word_ngram_range"] = tuple(params["word_ngram_range"])
+        params["char_ngram_range"] = tuple(params["char_ngram_range"])
+        features = cls(**params)
+        idf = load_tensors(path / "idf.safetensors")
+        # A vectorizer given a fixed vocabulary needs no fit; setting idf_ completes it.
+        vectorizers = features._vectorizers(meta["vocabularies"])
+        for key, vectorizer in vectorizers.items():
+            n_terms = len(meta["vocabularies"][key])
+            if key not in idf or len(idf[key]) != n_terms:
+                raise ArtifactError(f"{path}: {key} idf weights do not match its {n_terms} terms")
+            vectorizer.idf_ = idf[key]
+        features.vectorizers_ = vectorizers
+        return features
+
+
+class EmbeddingFeatures:
+    """Sentence embeddings of a backbone (preset name, HF id or path), read through the embedding cache.
+
+    Nothing is learned, so nothing is saved: the backbone name in the member config rebuilds it.
+    The encoder is built on first use, so a fully cached run never loads the model's weights
+    unless the cache needs filling.
+    """
+
+    trainable: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        backbone: str,
+        cache_dir: str | None = None,
+        use_cache: bool = True,
+        show_progress_bar: bool | None = None,
+        device: str | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        if not isinstance(backbone, str) or not backbone:
+            raise ConfigError(f"features backbone must be a non-empty string, got {backbone!r}")
+        self.backbone = backbone
+        self.cache_dir = cache_dir
+        self.use_cache = use_cache
+        self.show_progress_bar = show_progress_bar
+        self.device = device
+        self.batch_size = batch_size
+        self._encoder: Any = None
+        self._cache: Any = None
+
+    @property
+    def encoder(self) -> Any:
+        if self._encoder is None:
+            from .backbones import Encoder
+
+            self._encoder = Encoder(self.backbone, device=self.device, batch_size=self.batch_size, show_progress_bar=self.show_progress_bar)
+        return self._encoder
+
+    @property
+    def identity(self) -> str:
+        """The encoder's identity (names the weights the embeddings come from)."""
+        return str(self.encoder.identity)
+
+    def fit(self, texts: Sequence[str]) -> EmbeddingFeatures:
+        return self
+
+    def transform(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        X = np.asarray(self._embed(texts), dtype=np.float32)
+        if X.ndim != 2 or X.shape[0] != len(texts):
+            raise RuntimeError(f"backbone {self.backbone!r} returned embeddings of shape {X.shape} for {len(texts)} texts")
+        return X
+
+    def fit_transform(self, texts: Sequence[str]) -> np.ndarray:
+        return self.transform(texts)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        from .cache import EmbeddingCache, embed_texts
+
+        if self.use_cache and self._cache is None:
+            self._cache = EmbeddingCache(self.cache_dir)
+        return embed_texts(texts, self.encoder, self._cache if self.use_cache else None)
+
+
+FeatureSource = TfidfFeatures | EmbeddingFeatures
+
+
+def make_features(name: str, context: MemberContext | None = None) -> FeatureSource:
+    """``"tfidf"`` -> :class:`TfidfFeatures`; anything else names a backbone -> :class:`EmbeddingFeatures`."""
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"features must be 'tfidf' or a backbone name, got {name!r}")
+    if name == TFIDF:
+        return TfidfFeatures()
+    if context is None:
+        return EmbeddingFeatures(name)
+    return EmbeddingFeatures(
+        name,
+        cache_dir=context.cache_dir,
+        use_cache=context.use_cache,
+        show_progress_bar=context.show_progress_bar,
+        device=context.device,
+    )

@@ -1,0 +1,439 @@
+"""One-vs-rest multi-label heads: features [n, d] in, probabilities [n, L] (float32) out.
+
+Each head fits one binary model per label on dense embeddings or sparse TF-IDF. A label
+that has a single class in the training rows (a rare emotion in a small fold) gets a
+constant, smoothed prior instead of a model. ``save``/``load`` write only JSON, safetensors
+and LightGBM's native text format, so loading a head never unpickles anything.
+
+Build heads by name with :func:`make_head`; reload any saved head with :func:`load_head`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+
+from ._logging import get_logger
+from .errors import ArtifactError, ConfigError, FormatVersionError
+from .io import atomic_write_text, load_tensors, read_json, save_tensors, write_json
+
+logger = get_logger(__name__)
+
+FORMAT_VERSION = 1
+_HEADS: dict[str, type[Head]] = {}
+
+
+def register_head(name: str):
+    """Class decorator: make a :class:`Head` subclass buildable by ``name``."""
+
+    def decorate(cls: type[Head]) -> type[Head]:
+        cls.name = name
+        _HEADS[name] = cls
+        return cls
+
+    return decorate
+
+
+def available_heads() -> list[str]:
+    return sorted(_HEADS)
+
+
+def make_head(name: str, **params: Any) -> Head:
+    """An unfitted head ``name`` with ``params``; unknown names, parameters or bad values raise ConfigError."""
+    if name not in _HEADS:
+        raise ConfigError(f"unknown head {name!r}; known heads are {available_heads()}")
+    cls = _HEADS[name]
+    allowed = cls._param_names()
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ConfigError(f"head {name!r}: unknown parameter(s) {unknown}; allowed parameters are {sorted(allowed)}")
+    head = cls(**params)
+    head._validate_params()
+    return head
+
+
+def load_head(path: str | Path) -> Head:
+    """Load a head saved by :meth:`Head.save`, whatever its kind."""
+    return Head.load(path)
+
+
+class Head(ABC):
+    """Base of all heads. Subclasses set their params in ``__init__`` and implement the ``_*`` hooks."""
+
+    name: ClassVar[str] = ""
+
+    # -- parameters -----------------------------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        signature = inspect.signature(cls.__init__)
+        return [p.name for p in signature.parameters.values() if p.name != "self"]
+
+    def get_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def _validate_params(self) -> None:
+        """Raise ConfigError naming the first bad parameter; subclasses extend."""
+        state = getattr(self, "random_state", None)
+        if state is not None and (isinstance(state, bool) or not isinstance(state, (int, np.integer))):
+            raise ConfigError(f"head {self.name!r}: random_state must be an integer or None, got {state!r}")
+
+    def _error(self, param: str, expected: str) -> ConfigError:
+        return ConfigError(f"head {self.name!r}: {param} must be {expected}, got {getattr(self, param)!r}")
+
+    def _check_positive(self, *params: str, integer: bool = False) -> None:
+        for param in params:
+            value = getattr(self, param)
+            kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+            if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
+                raise self._error(param, "a positive " + ("integer" if integer else "number"))
+
+    def _check_class_weight(self) -> None:
+        if self.class_weight not in (None, "balanced"):
+            raise self._error("class_weight", "None or 'balanced'")
+
+    # -- fit / predict --------------------------------------------------------------------
+    def fit(self, X: np.ndarray | sp.spmatrix, Y: np.ndarray) -> Head:
+        """Fit one binary model per column of the 0/1 matrix ``Y`` [n, L]."""
+        self._validate_params()
+        X = _check_X(X)
+        Y = _check_Y(Y, X.shape[0])
+        n_rows, n_labels = Y.shape
+        positives = Y.sum(axis=0)
+        # A label with one class cannot train a classifier; predict its prior, smoothed by
+        # half a pseudo-count so the stacker never sees an exact 0 or 1.
+        constant = np.full(n_labels, np.nan)
+        single = (positives == 0) | (positives == n_rows)
+        constant[single] = (positives[single] + 0.5) / (n_rows + 1.0)
+        if single.any():
+            logger.warning("head %r: label(s) %s have one class in %d rows; predicting their prior", self.name, np.flatnonzero(single).tolist(), n_rows)
+        self.n_labels_ = n_labels
+        self.n_features_in_ = int(X.shape[1])
+        self.constant_ = constant
+        self._fit_labels(X, Y, np.flatnonzero(~single))
+        return self
+
+    def predict_proba(self, X: np.ndarray | sp.spmatrix) -> np.ndarray:
+        """Probabilities [n, L] (float32) that each label applies."""
+        if not hasattr(self, "constant_"):
+            raise RuntimeError(f"head {self.name!r} is not fitted; call fit() first")
+        X = _check_X(X)
+        if X.shape[1] != self.n_features_in_:
+            raise ValueError(f"head {self.name!r} was fitted on {self.n_features_in_} features, got {X.shape[1]}")
+        proba = np.empty((X.shape[0], self.n_labels_), dtype=np.float64)
+        fitted = np.isnan(self.constant_)
+        proba[:, ~fitted] = self.constant_[~fitted]
+        if fitted.any() and X.shape[0]:
+            proba[:, fitted] = self._predict_labels(X, np.flatnonzero(fitted))
+        return proba.astype(np.float32)
+
+    @abstractmethod
+    def _fit_labels(self, X: np.ndarray | sp.csr_matrix, Y: np.ndarray, labels: np.ndarray) -> None:
+        """Fit models for the label indices ``labels`` (each has both classes)."""
+
+    @abstractmethod
+    def _predict_labels(self, X: np.ndarray | sp.csr_matrix, labels: np.ndarray) -> np.ndarray:
+        """Probabilities [n, len(labels)] for fitted label indices ``labels``."""
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        """Write ``head.json`` plus the head's arrays or LightGBM text models into folder ``path``."""
+        if not hasattr(self, "constant_"):
+            raise RuntimeError(f"head {self.name!r} is not fitted; nothing to save")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self._save_state(path)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "head": self.name,
+            "params": self.get_params(),
+            "n_labels": self.n_labels_,
+            "n_features_in": self.n_features_in_,
+            "constant": [None if np.isnan(c) else float(c) for c in self.constant_],
+        }
+        write_json(path / "head.json", meta)  # written last: its presence marks a complete save
+
+    @classmethod
+    def load(cls, path: str | Path) -> Head:
+        """Load a saved head; on the base class this dispatches on the saved head name."""
+        path = Path(path)
+        if not (path / "head.json").is_file():
+            raise ArtifactError(f"{path} is not a saved head (no head.json)")
+        meta = read_json(path / "head.json")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise FormatVersionError(f"{path}: head format version {meta.get('format_version')!r}, this library reads {FORMAT_VERSION}")
+        name = meta.get("head")
+        if name not in _HEADS:
+            raise ArtifactError(f"{path}: unknown head {name!r}; known heads are {available_heads()}")
+        head_cls = _HEADS[name]
+        if not issubclass(head_cls, cls):
+            raise ArtifactError(f"{path} holds a {name!r} head, not a {cls.__name__}")
+        head = make_head(name, **meta["params"])
+        head.n_labels_ = int(meta["n_labels"])
+        head.n_features_in_ = int(meta["n_features_in"])
+        head.constant_ = np.array([np.nan if c is None else c for c in meta["constant"]], dtype=np.float64)
+        head._load_state(path)
+        return head
+
+    @abstractmethod
+    def _save_state(self, path: Path) -> None: ...
+
+    @abstractmethod
+    def _load_state(self, path: Path) -> None: ...
+
+
+def _check_X(X: Any) -> np.ndarray | sp.csr_matrix:
+    if sp.issparse(X):
+        X = sp.csr_matrix(X)
+        if not np.issubdtype(X.dtype, np.floating):
+            X = X.astype(np.float32)
+        return X
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"features must be a 2-D array [n, d], got shape {X.shape}")
+    if not np.issubdtype(X.dtype, np.floating):
+        X = X.astype(np.float32)
+    if not np.isfinite(X).all():
+        raise ValueError("features contain NaN or infinite values")
+    return X
+
+
+def _check_Y(Y: Any, n_rows: int) -> np.ndarray:
+    Y = np.asarray(Y)
+    if Y.ndim != 2 or Y.shape[0] != n_rows:
+        raise ValueError(f"labels must have shape ({n_rows}, L), got {Y.shape}")
+    if not np.isin(Y, (0, 1)).all():
+        raise ValueError("labels must be 0/1")
+    return Y.astype(np.int8)
+
+
+# -- linear heads ---------------------------------------------------------------------------
+class _LinearHead(Head):
+    """A head whose state is ``coef_`` [L, d] and ``intercept_`` [L], turned into probabilities by ``_link``."""
+
+    def _predict_labels(self, X: np.ndarray | sp.csr_matrix, labels: np.ndarray) -> np.ndarray:
+        # Predict from the stored float64 arrays (not an sklearn object) so a reloaded head
+        # gives exactly the probabilities of the one that was saved.
+        scores = np.asarray(X @ self.coef_[labels].T, dtype=np.float64) + self.intercept_[labels]
+        return self._link(scores)
+
+    @staticmethod
+    @abstractmethod
+    def _link(scores: np.ndarray) -> np.ndarray: ...
+
+    def _init_state(self) -> None:
+        self.coef_ = np.zeros((self.n_labels_, self.n_features_in_), dtype=np.float64)
+        self.intercept_ = np.zeros(self.n_labels_, dtype=np.float64)
+
+    def _save_state(self, path: Path) -> None:
+        save_tensors(path / "head.safetensors", {"coef": self.coef_, "intercept": self.intercept_})
+
+    def _load_state(self, path: Path) -> None:
+        tensors = load_tensors(path / "head.safetensors")
+        self.coef_ = tensors["coef"].astype(np.float64)
+        self.intercept_ = tensors["intercept"].astype(np.float64)
+        if self.coef_.shape != (self.n_labels_, self.n_features_in_):
+            raise ArtifactError(f"{path}: coef shape {self.coef_.shape} does not match head.json")
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    # Written through exp(-|z|) so that large scores of either sign never overflow.
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+_LOGREG_SOLVERS = ("lbfgs", "liblinear", "newton-cg", "newton-cholesky", "sag", "saga")
+
+
+@register_head("logreg")
+class LogRegHead(_LinearHead):
+    """L2 logistic regression per label (sklearn ``LogisticRegression``), stored as arrays.
+
+    ``C=2.0`` suits both L2-normalised sentence embeddings and TF-IDF (see the measurements in
+    the member docs); ``class_weight="balanced"`` trades precision for recall on rare emotions.
+    """
+
+    def __init__(
+        self,
+        C: float = 2.0,
+        class_weight: str | None = None,
+        max_iter: int = 1000,
+        tol: float = 1e-4,
+        solver: str = "lbfgs",
+        random_state: int | None = None,
+    ) -> None:
+        self.C = C
+        self.class_weight = class_weight
+        self.max_iter = max_iter
+        self.tol = tol
+        self.solver = solver
+        self.random_state = random_state
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        self._check_positive("C", "tol")
+        self._check_positive("max_iter", integer=True)
+        self._check_class_weight()
+        if self.solver not in _LOGREG_SOLVERS:
+            raise self._error("solver", f"one of {list(_LOGREG_SOLVERS)}")
+
+    def _fit_labels(self, X: np.ndarray | sp.csr_matrix, Y: np.ndarray, labels: np.ndarray) -> None:
+        from sklearn.linear_model import LogisticRegression
+
+        self._init_state()
+        for j in labels:
+            model = LogisticRegression(
+                C=self.C,
+                class_weight=self.class_weight,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                solver=self.solver,
+                random_state=self.random_state,
+            ).fit(X, Y[:, j])
+            self.coef_[j] = model.coef_[0]
+            self.intercept_[j] = model.intercept_[0]
+
+    @staticmethod
+    def _link(scores: np.ndarray) -> np.ndarray:
+        return _sigmoid(scores)
+
+
+_RIDGE_SOFT_EDGE = 0.05
+
+
+@register_head("ridge")
+class RidgeHead(_LinearHead):
+    """Ridge regression on the 0/1 targets (all labels in one solve): the cheapest head.
+
+    Its scores estimate probabilities directly but stray outside [0, 1]. They pass through
+    unchanged inside [0.05, 0.95] and are squeezed exponentially beyond, so the output stays
+    in (0, 1) yet keeps the order of the scores (a hard clip would tie every negative row).
+    """
+
+    def __init__(self, alpha: float = 1.0, random_state: int | None = None) -> None:
+        self.alpha = alpha
+        self.random_state = random_state
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        self._check_positive("alpha")
+
+    def _fit_labels(self, X: np.ndarray | sp.csr_matrix, Y: np.ndarray, labels: np.ndarray) -> None:
+        from sklearn.linear_model import Ridge
+
+        self._init_state()
+        if len(labels) == 0:
+            return
+        model = Ridge(alpha=self.alpha, random_state=self.random_state).fit(X, Y[:, labels].astype(np.float64))
+        self.coef_[labels] = np.atleast_2d(model.coef_)
+        self.intercept_[labels] = model.intercept_
+
+    @staticmethod
+    def _link(scores: np.ndarray) -> np.ndarray:
+        d = _RIDGE_SOFT_EDGE
+        low = d * np.exp((np.minimum(scores, d) - d) / d)
+        high = 1.0 - d * np.exp((1.0 - d - np.maximum(scores, 1.0 - d)) / d)
+        return np.where(scores < d, low, np.where(scores > 1.0 - d, high, scores))
+
+
+@register_head("lgbm")
+class LGBMHead(Head):
+    """LightGBM binary booster per label; saved as LightGBM's own text model, one file per label.
+
+    Defaults suit ~7k tweets x 384-1024 embedding dims (or sparse TF-IDF) on 2 cores:
+    shallow trees, column subsampling and a fixed number of rounds (no early stopping,
+    since a fold has no validation split of its own).
+    """
+
+    def __init__(
+        self,
+        n_estimators: int = 300,
+        learning_rate: float = 0.05,
+        num_leaves: int = 15,
+        feature_fraction: float = 0.5,
+        bagging_fraction: float = 1.0,
+        min_child_samples: int = 20,
+        reg_lambda: float = 1.0,
+        class_weight: str | None = None,
+        n_jobs: int | None = None,
+        random_state: int | None = None,
+    ) -> None:
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.feature_fraction = feature_fraction
+        self.bagging_fraction = bagging_fraction
+        self.min_child_samples = min_child_samples
+        self.reg_lambda = reg_lambda
+        self.class_weight = class_weight
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _validate_params(self) -> None:
+        super()._validate_params()
+        self._check_positive("n_estimators", "num_leaves", "min_child_samples", integer=True)
+        self._check_positive("learning_rate")
+        for param in ("feature_fraction", "bagging_fraction"):
+            value = getattr(self, param)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+                raise self._error(param, "a number in (0, 1]")
+        if isinstance(self.reg_lambda, bool) or not isinstance(self.reg_lambda, (int, float)) or self.reg_lambda < 0:
+            raise self._error("reg_lambda", "a number >= 0")
+        self._check_class_weight()
+        if self.n_jobs is not None and (isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int)):
+            raise self._error("n_jobs", "an integer or None")
+
+    def _lgb_params(self, y: np.ndarray) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "objective": "binary",
+            "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves,
+            "feature_fraction": self.feature_fraction,
+            "min_data_in_leaf": self.min_child_samples,
+            "lambda_l2": self.reg_lambda,
+            "seed": 0 if self.random_state is None else int(self.random_state),
+            # deterministic + col-wise histograms: the same seed gives the same trees on any thread count
+            "deterministic": True,
+            "force_col_wise": True,
+            "num_threads": 0 if self.n_jobs is None or self.n_jobs < 0 else self.n_jobs,
+            "verbosity": -1,
+        }
+        if self.bagging_fraction < 1.0:
+            params.update(bagging_fraction=self.bagging_fraction, bagging_freq=1)
+        if self.class_weight == "balanced":
+            params["scale_pos_weight"] = float((y == 0).sum()) / float(y.sum())
+        return params
+
+    def _fit_labels(self, X: np.ndarray | sp.csr_matrix, Y: np.ndarray, labels: np.ndarray) -> None:
+        import lightgbm as lgb
+
+        self.boosters_: list[Any] = [None] * self.n_labels_
+        for j in labels:
+            y = Y[:, j].astype(np.float64)
+            dataset = lgb.Dataset(X, label=y, params={"verbosity": -1, "max_bin": 255})
+            booster = lgb.train(self._lgb_params(y), dataset, num_boost_round=self.n_estimators)
+            # Predict through a booster rebuilt from its text model, exactly what load() gives.
+            self.boosters_[j] = lgb.Booster(model_str=booster.model_to_string())
+
+    def _predict_labels(self, X: np.ndarray | sp.csr_matrix, labels: np.ndarray) -> np.ndarray:
+        num_threads = 0 if self.n_jobs is None or self.n_jobs < 0 else self.n_jobs
+        return np.column_stack([self.boosters_[j].predict(X, num_threads=num_threads) for j in labels])
+
+    def _save_state(self, path: Path) -> None:
+        for j, booster in enumerate(self.boosters_):
+            if booster is not None:
+                atomic_write_text(path / f"lgbm_{j:02d}.txt", booster.model_to_string())
+
+    def _load_state(self, path: Path) -> None:
+        import lightgbm as lgb
+
+        self.boosters_ = [None] * self.n_labels_
+        for j in np.flatnonzero(np.isnan(self.constant_)):
+            file = path / f"lgbm_{j:02d}.txt"
+            if not file.is_file():
+                raise ArtifactError(f"{path}: missing LightGBM model {file.name} for label {j}")
+            self.boosters_[j] = lgb.Booster(model_str=file.read_text(encoding="utf-8"))

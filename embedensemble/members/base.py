@@ -1,0 +1,142 @@
+"""The member contract: one model trained on one fold, texts in, emotion probabilities out.
+
+Every member kind (frozen features + head, pooled-embedding fine-tune, sequence classifier)
+subclasses :class:`FoldModel`. Cross-fitting (``embedensemble.cv``) trains one ``FoldModel``
+per fold, saves it in its own folder and never looks inside: the same code cross-fits,
+resumes and reloads every kind.
+
+Saved folder contract: ``save(path)`` writes ``fold.json`` (``{"kind": ..., "config": ...}``,
+written by the base class) plus whatever the kind needs, only as JSON, safetensors, ``.npy``
+or a library's native text format. ``load(path, context)`` must not unpickle anything.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ..config import MemberConfig
+from ..errors import ArtifactError, ConfigError
+from ..io import read_json, write_json
+from ..labels import N_LABELS
+
+_REGISTRY: dict[str, type[FoldModel]] = {}
+
+
+@dataclass
+class MemberContext:
+    """Run-wide settings a member needs besides its own config."""
+
+    cache_dir: str | None = None
+    seed: int = 42
+    device: str | None = None
+    show_progress_bar: bool | None = None
+    use_cache: bool = True
+
+
+class FoldModel(ABC):
+    """A member trained on one fold. Subclasses implement ``_fit``, ``_predict_proba``, ``_save``, ``_load``."""
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, config: MemberConfig, context: MemberContext | None = None) -> None:
+        self.config = config
+        self.context = context or MemberContext()
+
+    def fit(self, texts: Sequence[str], labels: np.ndarray, *, workdir: Path | None = None) -> FoldModel:
+        """Train on ``texts`` with 0/1 ``labels`` [n, 11]. ``workdir`` holds checkpoints for resuming."""
+        labels = np.asarray(labels)
+        if labels.shape != (len(texts), N_LABELS):
+            raise ValueError(f"labels must have shape ({len(texts)}, {N_LABELS}), got {labels.shape}")
+        self._fit(list(texts), labels.astype(np.float32), workdir=workdir)
+        return self
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Probabilities [n, 11] (float32) of each emotion."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, N_LABELS), dtype=np.float32)
+        proba = np.asarray(self._predict_proba(texts), dtype=np.float32)
+        if proba.shape != (len(texts), N_LABELS):
+            raise RuntimeError(f"{type(self).__name__} returned shape {proba.shape}, expected ({len(texts)}, {N_LABELS})")
+        return proba
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self._save(path)
+        write_json(path / "fold.json", {"kind": self.kind, "config": _config_dict(self.config)})
+
+    @classmethod
+    def load(cls, path: str | Path, context: MemberContext | None = None) -> FoldModel:
+        path = Path(path)
+        config = MemberConfig(**read_json(path / "fold.json")["config"])
+        return cls._load(path, config, context or MemberContext())
+
+    @abstractmethod
+    def _fit(self, texts: list[str], labels: np.ndarray, *, workdir: Path | None) -> None: ...
+
+    @abstractmethod
+    def _predict_proba(self, texts: list[str]) -> np.ndarray: ...
+
+    @abstractmethod
+    def _save(self, path: Path) -> None: ...
+
+    @classmethod
+    @abstractmethod
+    def _load(cls, path: Path, config: MemberConfig, context: MemberContext) -> FoldModel: ...
+
+
+def _config_dict(config: MemberConfig) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(config)
+
+
+def register_member(kind: str):
+    """Class decorator: make a ``FoldModel`` subclass buildable from ``MemberConfig.kind``."""
+
+    def decorate(cls: type[FoldModel]) -> type[FoldModel]:
+        cls.kind = kind
+        _REGISTRY[kind] = cls
+        return cls
+
+    return decorate
+
+
+def member_class(kind: str) -> type[FoldModel]:
+    _import_builtin_kinds()
+    try:
+        return _REGISTRY[kind]
+    except KeyError:
+        raise ConfigError(f"unknown member kind {kind!r}; known kinds are {sorted(_REGISTRY)}") from None
+
+
+def build_member(config: MemberConfig, context: MemberContext | None = None) -> FoldModel:
+    """A fresh, untrained fold model for ``config``."""
+    return member_class(config.kind)(config, context)
+
+
+def load_member(path: str | Path, context: MemberContext | None = None) -> FoldModel:
+    """Load any saved fold model, dispatching on the kind recorded in its ``fold.json``."""
+    path = Path(path)
+    if not (path / "fold.json").is_file():
+        raise ArtifactError(f"{path} is not a saved member fold (no fold.json)")
+    kind = read_json(path / "fold.json").get("kind")
+    return member_class(kind).load(path, context)
+
+
+def _import_builtin_kinds() -> None:
+    # Imported here, not at module top, so that torch/peft load only when a kind needs them.
+    from . import head_member  # noqa: F401
+
+    try:
+        from .. import finetune  # noqa: F401
+    except ModuleNotFoundError as exc:  # fine-tuning kinds need peft; head members do not
+        if exc.name not in ("peft", "bitsandbytes", "embedensemble.finetune"):
+            raise

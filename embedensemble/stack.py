@@ -1,0 +1,54 @@
+"""``python -m embedensemble.stack``: blend a run's members, tune thresholds, write the ensemble."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._cli import add_verbosity, apply_verbosity, run_cli
+from .config import OBJECTIVES
+from .errors import RunNotFoundError
+from .io import read_json
+from .stacking import stack_run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m embedensemble.stack",
+        description="Fit the stacker on members' out-of-fold probabilities, choose per-emotion thresholds, "
+        "and write ensemble/, submission.csv, metrics.json and report/ into the run folder.",
+    )
+    parser.add_argument("--run", type=Path, required=True, help="run folder written by `python -m embedensemble.fit`")
+    parser.add_argument("--objective", choices=OBJECTIVES, help="threshold objective (default: the config's, macro_f1)")
+    parser.add_argument("--members", help="comma-separated subset of finished members to stack")
+    parser.add_argument("--no-report", action="store_true", help="skip the plots and HTML report")
+    add_verbosity(parser)
+    return parser
+
+
+def stack_and_print(run_dir: Path, objective: str | None = None, members: list[str] | None = None, report: bool = True) -> None:
+    stack_run(run_dir, objective=objective, members=members, write_report=report)
+    metrics = read_json(run_dir / "metrics.json")
+    split = "eval" if "eval" in metrics["stack"] else "oof"
+    print(f"{'member':<28} {'macro-F1':>9} {'micro-F1':>9} {'Jaccard':>9}   ({split})")
+    rows = [(name, m[split]) for name, m in metrics["members"].items()] + [("STACK", metrics["stack"][split])]
+    for name, m in rows:
+        print(f"{name:<28} {m['macro_f1']:>9.4f} {m['micro_f1']:>9.4f} {m['jaccard']:>9.4f}")
+    if (run_dir / "submission.csv").is_file():
+        print(f"submission: {run_dir / 'submission.csv'}")
+    print(f"ensemble:   {run_dir / 'ensemble'}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    apply_verbosity(args)
+    if not args.run.is_dir():
+        raise RunNotFoundError(f"run folder {args.run} does not exist")
+    members = [m.strip() for m in args.members.split(",")] if args.members else None
+    stack_and_print(args.run, args.objective, members, not args.no_report)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_cli(main))

@@ -1,0 +1,95 @@
+"""The stacker: a per-emotion meta-learner over every member's probabilities of all 11 emotions.
+
+Each emotion's meta-learner sees all members' probabilities of *all* emotions (as logits),
+so it can use label correlations (e.g. joy and optimism rise together). It is trained only
+on out-of-fold member probabilities, and its own quality is measured out-of-fold too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .io import load_tensors, read_json, save_tensors, write_json
+from .labels import N_LABELS
+
+_EPS = 1e-4
+
+
+def to_logits(member_proba: np.ndarray) -> np.ndarray:
+    """[n, M, L] probabilities -> [n, M*L] clipped logits (the meta-learner's features)."""
+    p = np.clip(np.asarray(member_proba, dtype=np.float64), _EPS, 1 - _EPS)
+    return np.log(p / (1 - p)).reshape(len(p), -1)
+
+
+class Stacker:
+    """``meta_learner="logreg"``: per-emotion L2 logistic regression on standardised logits.
+    ``"mean"``: the plain average of members' probabilities (nothing learned).
+    """
+
+    def __init__(self, meta_learner: str = "logreg", C: float = 1.0, random_state: int = 42) -> None:
+        self.meta_learner = meta_learner
+        self.C = C
+        self.random_state = random_state
+
+    def fit(self, member_proba: np.ndarray, labels: np.ndarray) -> Stacker:
+        member_proba = np.asarray(member_proba)
+        self.n_members_ = member_proba.shape[1]
+        if self.meta_learner == "mean":
+            return self
+        from sklearn.linear_model import LogisticRegression
+
+        X = to_logits(member_proba)
+        self.mean_, self.scale_ = X.mean(0), X.std(0) + 1e-6
+        X = (X - self.mean_) / self.scale_
+        self.coef_ = np.zeros((N_LABELS, X.shape[1]))
+        self.intercept_ = np.zeros(N_LABELS)
+        for j in range(N_LABELS):
+            y = labels[:, j]
+            if y.min() == y.max():  # a fold without positives: predict the constant
+                self.intercept_[j] = np.log((y.mean() + _EPS) / (1 - y.mean() + _EPS))
+                continue
+            model = LogisticRegression(C=self.C, max_iter=2000, random_state=self.random_state)
+            model.fit(X, y)
+            self.coef_[j], self.intercept_[j] = model.coef_[0], model.intercept_[0]
+        return self
+
+    def predict_proba(self, member_proba: np.ndarray) -> np.ndarray:
+        member_proba = np.asarray(member_proba)
+        if member_proba.shape[1] != self.n_members_:
+            raise ValueError(f"stacker was fitted on {self.n_members_} members, got {member_proba.shape[1]}")
+        if self.meta_learner == "mean":
+            return member_proba.mean(axis=1).astype(np.float32)
+        X = (to_logits(member_proba) - self.mean_) / self.scale_
+        return (1.0 / (1.0 + np.exp(-(X @ self.coef_.T + self.intercept_)))).astype(np.float32)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        params = {"meta_learner": self.meta_learner, "C": self.C, "random_state": self.random_state, "n_members": self.n_members_}
+        if self.meta_learner != "mean":
+            save_tensors(path / "stacker.safetensors", {"coef": self.coef_, "intercept": self.intercept_, "mean": self.mean_, "scale": self.scale_})
+        write_json(path / "stacker.json", params)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Stacker:
+        path = Path(path)
+        params = read_json(path / "stacker.json")
+        stacker = cls(params["meta_learner"], params["C"], params["random_state"])
+        stacker.n_members_ = params["n_members"]
+        if stacker.meta_learner != "mean":
+            arrays = load_tensors(path / "stacker.safetensors")
+            stacker.coef_, stacker.intercept_ = arrays["coef"], arrays["intercept"]
+            stacker.mean_, stacker.scale_ = arrays["mean"], arrays["scale"]
+        return stacker
+
+
+def stacker_oof(stacker: Stacker, member_proba: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """The stacker's own out-of-fold probabilities: refit on all folds but one, predict that one."""
+
+    oof = np.zeros(labels.shape, dtype=np.float32)
+    for k in np.unique(folds):
+        train, val = folds != k, folds == k
+        model = Stacker(stacker.meta_learner, stacker.C, stacker.random_state).fit(member_proba[train], labels[train])
+        oof[val] = model.predict_proba(member_proba[val])
+    return oof

@@ -1,0 +1,152 @@
+import numpy as np
+import pytest
+
+from embedensemble.data import (
+    MAX_TWEET_CHARS,
+    check_ids_match,
+    load_dataset,
+    read_corpus,
+    validate_texts,
+    write_submission,
+)
+from embedensemble.errors import DataError
+from embedensemble.labels import EMOTIONS
+
+from .synthetic import write_kaggle, write_semeval
+
+HEADER = "ID,Tweet," + ",".join(EMOTIONS)
+ZEROS = ",".join(["0"] * 11)
+
+
+def write(tmp_path, text, name="train.csv", encoding="utf-8"):
+    path = tmp_path / name
+    path.write_bytes(text.encode(encoding) if isinstance(text, str) else text)
+    return path
+
+
+def test_reads_kaggle_folder(tmp_path):
+    splits = load_dataset(write_kaggle(tmp_path / "k"))
+    assert splits.kind == "kaggle"
+    assert len(splits.train) == 120 and splits.train.labels.shape == (120, 11)
+    assert splits.test is not None and splits.test.labels is None and len(splits.test) == 40
+    assert splits.eval is None
+
+
+def test_reads_semeval_folder_with_dev_as_eval(tmp_path):
+    splits = load_dataset(write_semeval(tmp_path / "s"))
+    assert splits.kind == "semeval"
+    assert (len(splits.train), len(splits.eval), len(splits.test)) == (120, 40, 30)
+    assert splits.eval.labels is not None and splits.test.labels is None
+
+
+def test_semeval_tsv_keeps_quotes_in_tweets(tmp_path):
+    header = "\t".join(["ID", "Tweet", *EMOTIONS])
+    path = write(tmp_path, f'{header}\n1\t"quoted" start and "end\t{chr(9).join(["1"] + ["0"] * 10)}\n', "2018-E-c-En-train.txt")
+    corpus = read_corpus(path)
+    assert corpus.texts == ['"quoted" start and "end']
+    assert corpus.labels[0, 0] == 1
+
+
+def test_bom_and_quoted_newlines_and_emoji(tmp_path):
+    path = write(tmp_path, "\ufeff" + HEADER + f'\n1,"line one\nline two 😀",{ZEROS}\n2,ünïcödé ✨,{ZEROS}\n')
+    corpus = read_corpus(path)
+    assert corpus.ids == ["1", "2"]
+    assert corpus.texts[0] == "line one\nline two 😀"
+
+
+def test_test_file_without_label_columns(tmp_path):
+    corpus = read_corpus(write(tmp_path, "ID,Tweet\n1,hello there\n", "test.csv"))
+    assert corpus.labels is None
+
+
+@pytest.mark.parametrize(
+    "content, fragment, row, column",
+    [
+        ("ID,Text," + ",".join(EMOTIONS) + f"\n1,hi,{ZEROS}\n", "missing required column", None, "Tweet"),
+        ("ID,Tweet," + ",".join(EMOTIONS[:-1]) + ",trusts\n1,hi," + ZEROS + "\n", "did you mean", None, "trust"),
+        (HEADER + "\n1,hi,2," + ",".join(["0"] * 10) + "\n", "must be 0 or 1", 1, "anger"),
+        (HEADER + "\n1,hi," + ZEROS + "\n2,yo,0,0,0,0,0,0,0,0,0,0,x\n", "must be 0 or 1", 2, "trust"),
+        (HEADER + "\n1,   ," + ZEROS + "\n", "empty tweet", 1, "Tweet"),
+        (HEADER + "\n1,hi," + ZEROS + "\n1,yo," + ZEROS + "\n", "duplicate ID", 2, "ID"),
+        (HEADER + "\n,hi," + ZEROS + "\n", "empty ID", 1, "ID"),
+        (HEADER + "\n1,hi,0,0\n", "fields", 1, None),
+        (HEADER + "\n", "no data rows", None, None),
+        ("", "empty", None, None),
+    ],
+)
+def test_bad_files_name_file_row_and_column(tmp_path, content, fragment, row, column):
+    path = write(tmp_path, content)
+    with pytest.raises(DataError) as info:
+        read_corpus(path, require_labels=True)
+    message = str(info.value)
+    assert fragment in message and str(path) in message
+    assert info.value.row == row
+    if column:
+        assert info.value.column == column and f"'{column}'" in message
+
+
+def test_non_utf8_names_line(tmp_path):
+    path = write(tmp_path, (HEADER + "\n1,caf\xe9," + ZEROS + "\n").encode("latin-1"))
+    with pytest.raises(DataError, match=r"not valid UTF-8.*line 2"):
+        read_corpus(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        read_corpus(tmp_path / "nope.csv")
+
+
+def test_long_tweet_truncated_with_warning(tmp_path, caplog):
+    path = write(tmp_path, HEADER + f"\n1,{'a' * 100_000}," + ZEROS + "\n")
+    corpus = read_corpus(path)
+    assert len(corpus.texts[0]) == MAX_TWEET_CHARS
+    assert "truncated" in caplog.text
+
+
+def test_test_ids_must_match_sample_submission(tmp_path):
+    folder = write_kaggle(tmp_path / "k")
+    lines = (folder / "sample_submission.csv").read_text().splitlines()
+    lines[3], lines[4] = lines[4], lines[3]
+    (folder / "sample_submission.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="does not match") as info:
+        load_dataset(folder)
+    assert info.value.row == 3 and info.value.column == "ID"
+
+
+def test_check_ids_counts(tmp_path):
+    folder = write_kaggle(tmp_path / "k")
+    test = read_corpus(folder / "test.csv")
+    test.ids.pop()
+    with pytest.raises(DataError, match="has 40 rows"):
+        check_ids_match(test, folder / "sample_submission.csv")
+
+
+def test_data_folder_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(tmp_path / "missing")
+    with pytest.raises(DataError, match="holds neither"):
+        load_dataset(tmp_path)
+
+
+def test_submission_format_matches_sample(tmp_path):
+    folder = write_kaggle(tmp_path / "k")
+    test = read_corpus(folder / "test.csv")
+    preds = np.random.default_rng(0).integers(0, 2, (len(test), 11))
+    out = write_submission(tmp_path / "submission.csv", test.ids, preds)
+    lines = out.read_text().splitlines()
+    assert lines[0] == (folder / "sample_submission.csv").read_text().splitlines()[0]
+    assert [line.split(",")[0] for line in lines[1:]] == test.ids
+    assert lines[1].split(",")[1:] == [str(v) for v in preds[0]]
+
+
+def test_validate_texts():
+    assert validate_texts(["a", "b"]) == ["a", "b"]
+    assert validate_texts([]) == []
+    with pytest.raises(DataError, match="single string"):
+        validate_texts("hello")
+    with pytest.raises(DataError, match="row 1.*empty tweet"):
+        validate_texts(["ok", " "])
+    with pytest.raises(DataError, match="row 0.*must be a string"):
+        validate_texts([3])
+    with pytest.raises(DataError, match="missing tweet"):
+        validate_texts([float("nan")])
