@@ -20,6 +20,8 @@ import numpy as np
 from .errors import ArtifactError
 
 PathLike = str | os.PathLike
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
@@ -28,6 +30,7 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; artifacts get normal permissions
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -73,7 +73,7 @@ def evaluate(y_true: Any, y_pred: Any) -> dict[str, Any]:
         "micro_f1": float(f1_score(t, p, average="micro", zero_division=0)),
         "jaccard": _jaccard(t.astype(bool), p.astype(bool)),
         "subset_accuracy": float((t == p).all(axis=1).mean()),
-        "per_emotion_f1": {emo: float(f) for emo, f in zip(EMOTIONS, per_label)},
+        "per_emotion_f1": {emo: float(f) for emo, f in zip(EMOTIONS, per_label, strict=True)},
         "n": int(t.shape[0]),
     }
 

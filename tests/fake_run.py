@@ -83,12 +83,18 @@ def make_fake_run(
         mdir = run / "members" / name
         save_array(mdir / "oof.npy", oof)
         save_array(mdir / "test.npy", _proba(np.zeros((n_test, N_LABELS), np.int8), 0, rng, 0.5, 1.0))
-        write_json(mdir / "member.json", {"config": cfg, "status": "done", "fit_seconds": float(3.5 + 10 * i), "cv_mode": cv_mode})
-        entry = {"oof": _score(y, oof, np.full(N_LABELS, 0.5))}
+        write_json(mdir / "member.json",
+                   {"config": cfg, "status": "done", "fit_seconds": float(3.5 + 10 * i), "cv_mode": cv_mode})
+        # like the core: members scored at their own OOF-tuned thresholds and at 0.5
+        keep = ~np.isnan(oof).any(axis=1)
+        own = _best_thresholds(y[keep], oof[keep])
+        own_thr = np.array([own[e] for e in EMOTIONS])
+        entry = {"oof": _score(y, oof, own_thr), "oof_at_0.5": _score(y, oof, np.full(N_LABELS, 0.5))}
         if with_eval:
             ev = _proba(y_eval, shared_eval, rng, 1.0 + 0.3 * i, 1.2)
             save_array(mdir / "eval.npy", ev)
-            entry["eval"] = _score(y_eval, ev, np.full(N_LABELS, 0.5))
+            entry["eval"] = _score(y_eval, ev, own_thr)
+            entry["eval_at_0.5"] = _score(y_eval, ev, np.full(N_LABELS, 0.5))
             evals.append(ev)
         member_metrics[name] = entry
         member_cfgs.append(cfg)
@@ -122,6 +128,7 @@ def make_fake_run(
     write_json(run / "metrics.json", {
         "objective": objective, "members": member_metrics, "stack": stack_metrics,
         "stacker_rows": int((~np.isnan(stack_oof).any(axis=1)).sum()), "holdout_only": holdout_member is not None,
+        "members_stacked": list(members),
     })
     rows = ["ID\tTweet\t" + "\t".join(EMOTIONS)] + [f"t{i}\tfake tweet {i}\t" + "\t".join("0" * N_LABELS) for i in range(n_test)]
     atomic_write_text(run / "submission.csv", "\n".join(rows) + "\n")

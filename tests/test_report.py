@@ -57,7 +57,7 @@ def test_report_files_and_embedded_images(full_report: Path) -> None:
 def test_report_tables(full_report: Path) -> None:
     text = full_report.read_text(encoding="utf-8")
     for expected in ("Out-of-fold (train)", "Evaluation split", "tfidf", "minilm", "e5", "stack", "macro_f1",
-                     "Thresholds", "holdout", "surprise", "semeval"):
+                     "Thresholds", "holdout", "surprise", "semeval", "tfidf @0.5", "members_stacked"):
         assert expected in text
     assert "Not drawn" not in text and "Problems found" not in text
 

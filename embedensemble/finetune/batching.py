@@ -32,7 +32,9 @@ def format_texts(texts: Sequence[str], fmt: TextFormat) -> list[str]:
     """Apply the backbone's prompt template (e.g. ``"Instruct: {task}\\nQuery: {text}"``)."""
     if not fmt.prompt_template:
         return list(texts)
-    return [fmt.prompt_template.format(task=fmt.task or "", text=text) for text in texts]
+    # str.replace, not str.format: tweets contain braces.
+    template = fmt.prompt_template.replace("{task}", fmt.task or "")
+    return [template.replace("{text}", text) for text in texts]
 
 
 def tokenize(tokenizer: Any, texts: Sequence[str], fmt: TextFormat) -> list[list[int]]:

@@ -73,6 +73,8 @@ def load_base(
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False}
         )
+        if device.type == "cpu":
+            _disable_bnb_cpu_packing(model)
     elif checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if getattr(model.config, "use_cache", None):
@@ -173,6 +175,18 @@ def load_full(module: torch.nn.Module, path: Path) -> None:
         module.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         raise ArtifactError(f"{path} does not match the backbone: {exc}") from None
+
+
+def _disable_bnb_cpu_packing(model: torch.nn.Module) -> None:
+    """Keep bitsandbytes' CPU inference on the dequantising path that training uses.
+
+    On CPUs with AVX512-BF16, ``Linear4bit`` repacks its weight at the first no-grad eval call
+    (absmax in bf16): predictions then differ from training-time numerics, the first call differs
+    from later ones (~1e-4), and layers narrower than one quantisation block fail to repack.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _jsonable(obj: Any) -> Any:

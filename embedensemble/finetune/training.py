@@ -182,7 +182,10 @@ def train(
         optimizer.step()
         scheduler.step()
         state.step += 1
-        record = {"step": state.step, "loss": step_loss, "lr": float(scheduler.get_last_lr()[0])}
+        record = {"step": state.step, "loss": step_loss, "lr": float(scheduler.get_last_lr()[0]), "examples": n_step}
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # so the per-step clock below measures finished work
+        record["seconds"] = time.perf_counter() - start
         if eval_data is not None and len(eval_data) and (state.step % eval_every == 0 or state.step == total_steps):
             best_weights = _evaluate(model, eval_data, fmt, args, loss_fn, device, bf16, state, record, best_weights)
         state.history.append(record)

@@ -11,6 +11,7 @@ import datetime as _dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -20,12 +21,12 @@ from ..errors import ArtifactError, RunNotFoundError
 from ..io import PathLike, atomic_write_bytes, atomic_write_text, load_array, read_json
 from ..labels import EMOTIONS, N_LABELS
 from . import html as H
-from . import plots
 
 __all__ = ["build_report", "RunData", "load_run_data"]
 
 logger = get_logger(__name__)
 METRIC_KEYS = ("macro_f1", "micro_f1", "jaccard", "subset_accuracy", "n")
+STACK = "stack"  # the stacker's row name in tables and plots
 
 
 @dataclass
@@ -110,7 +111,7 @@ def _model_scores(data: RunData) -> dict[str, dict[str, dict[str, Any]]]:
     m = data.metrics or {}
     out = {name: dict(v) for name, v in (m.get("members") or {}).items() if isinstance(v, dict)}
     if isinstance(m.get("stack"), dict):
-        out[plots.STACK] = dict(m["stack"])
+        out[STACK] = dict(m["stack"])
     return out
 
 
@@ -119,7 +120,7 @@ def _thresholds(data: RunData) -> dict[str, float]:
     return {e: float(raw[e]) for e in EMOTIONS if isinstance(raw.get(e), (int, float))}
 
 
-def _fig_f1_bars(data: RunData) -> Any:
+def _fig_f1_bars(data: RunData, plots: ModuleType) -> Any:
     scores: dict[str, dict[str, dict[str, float]]] = {}
     for model, splits in _model_scores(data).items():
         for split in ("oof", "eval"):
@@ -129,7 +130,7 @@ def _fig_f1_bars(data: RunData) -> Any:
     return plots.per_emotion_f1_bars(scores) if scores else "metrics.json is missing or has no per-emotion F1"
 
 
-def _fig_threshold_curves(data: RunData) -> Any:
+def _fig_threshold_curves(data: RunData, plots: ModuleType) -> Any:
     if data.stack_oof is None or data.train_labels is None:
         return "needs stack_oof.npy and train_labels.npy"
     if data.stack_oof.shape != data.train_labels.shape:
@@ -137,7 +138,7 @@ def _fig_threshold_curves(data: RunData) -> Any:
     return plots.threshold_curves(data.train_labels, data.stack_oof, _thresholds(data))
 
 
-def _fig_member_corr(data: RunData) -> Any:
+def _fig_member_corr(data: RunData, plots: ModuleType) -> Any:
     oofs = data.member_oof
     if len(oofs) < 2:
         return "needs the OOF probabilities of at least two members"
@@ -146,7 +147,7 @@ def _fig_member_corr(data: RunData) -> Any:
     return plots.member_correlation(oofs)
 
 
-def _fig_cooccurrence(data: RunData) -> Any:
+def _fig_cooccurrence(data: RunData, plots: ModuleType) -> Any:
     return "needs train_labels.npy" if data.train_labels is None else plots.label_cooccurrence(data.train_labels)
 
 
@@ -173,14 +174,21 @@ def _metrics_section(data: RunData) -> str:
             ev = splits.get(split)
             if isinstance(ev, dict):
                 rows.append([model] + [ev.get(k) for k in METRIC_KEYS])
-                classes.append("stack" if model == plots.STACK else "")
+                classes.append("stack" if model == STACK else "")
+        per = [[r[0]] + [scores[r[0]][split].get("per_emotion_f1", {}).get(e) for e in EMOTIONS] for r in rows]
+        # the core also scores members at a flat 0.5 threshold: shows what threshold tuning buys
+        for model, splits in scores.items():
+            ev = splits.get(f"{split}_at_0.5")
+            if isinstance(ev, dict):
+                rows.append([f"{model} @0.5"] + [ev.get(k) for k in METRIC_KEYS])
+                classes.append("")
         if rows:
             parts.append(f"<h3>{label}</h3>" + H.table(["model", *METRIC_KEYS], rows, row_classes=classes,
                                                         best_cols=(1, 2, 3, 4)))
-            per = [[r[0]] + [scores[r[0]][split].get("per_emotion_f1", {}).get(e) for e in EMOTIONS] for r in rows]
-            parts.append(H.table(["F1", *EMOTIONS], per, row_classes=classes, best_cols=range(1, N_LABELS + 1)))
+            parts.append(H.table(["F1", *EMOTIONS], per, row_classes=classes[:len(per)],
+                                 best_cols=range(1, N_LABELS + 1)))
     m = data.metrics or {}
-    extra = {k: m[k] for k in ("objective", "stacker_rows", "holdout_only") if k in m}
+    extra = {k: m[k] for k in ("objective", "stacker_rows", "holdout_only", "members_stacked") if k in m}
     return "".join(parts) + (H.key_values(extra) if extra else "")
 
 
@@ -215,7 +223,7 @@ def _thresholds_section(data: RunData) -> str:
     thr = _thresholds(data)
     if not thr:
         return '<p class="note">No thresholds.json.</p>'
-    stack = _model_scores(data).get(plots.STACK, {})
+    stack = _model_scores(data).get(STACK, {})
     pos = None if data.train_labels is None else data.train_labels.sum(axis=0)
     rows = [[e, thr.get(e), None if pos is None else int(pos[k]),
              (stack.get("oof") or {}).get("per_emotion_f1", {}).get(e),
@@ -228,12 +236,16 @@ def _thresholds_section(data: RunData) -> str:
 def build_report(run_dir: PathLike) -> Path:
     """Write ``<run>/report/`` (PNG figures + self-contained ``report.html``); return the HTML path."""
     data = load_run_data(run_dir)
+    # matplotlib (and sklearn via metrics) load only now, so `import embedensemble.report` and a
+    # mistyped --run stay fast
+    from . import plots
+
     out = data.path / "report"
     out.mkdir(exist_ok=True)
     sections = []
     for key, title, caption, make in _FIGURES:
         section = H.FigureSection(key, title, caption)
-        result = make(data)
+        result = make(data, plots)
         png_path = out / f"{key}.png"
         if isinstance(result, str):
             section.note = result

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from ..labels import EMOTIONS, N_LABELS
 from ..metrics import f1_threshold_curve
 
-STACK = "stack"
+STACK = "stack"  # must match embedensemble.report.STACK
 _STACK_COLOR = "#d62728"
 
 
@@ -44,7 +44,7 @@ def per_emotion_f1_bars(scores: Mapping[str, Mapping[str, Mapping[str, float]]])
     splits = list(scores)
     fig = _figure(12, 3.6 * max(len(splits), 1))
     axes = fig.subplots(max(len(splits), 1), 1, squeeze=False)[:, 0]
-    for ax, split in zip(axes, splits):
+    for ax, split in zip(axes, splits, strict=True):
         models = sorted(scores[split], key=lambda m: (m == STACK, m))
         width = 0.8 / max(len(models), 1)
         x = np.arange(N_LABELS)
@@ -57,7 +57,8 @@ def per_emotion_f1_bars(scores: Mapping[str, Mapping[str, Mapping[str, float]]])
         ax.set_ylabel("F1")
         ax.set_title(f"Per-emotion F1 ({split})")
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(ncol=min(len(models), 6), fontsize="small", loc="upper right")
+        # outside the axes: bars near F1 = 1 would hide under an inside legend
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
 
@@ -69,7 +70,7 @@ def threshold_curves(y_true: np.ndarray, proba: np.ndarray, thresholds: Mapping[
     grid = np.linspace(0.01, 0.99, 99)
     fig = _figure(12, 8)
     axes = fig.subplots(3, 4, sharex=True, sharey=True).ravel()
-    for k, (ax, emotion) in enumerate(zip(axes, EMOTIONS)):
+    for k, (ax, emotion) in enumerate(zip(axes, EMOTIONS, strict=False)):
         curve = f1_threshold_curve(y_true[:, k], proba[:, k], grid)
         ax.plot(grid, curve, color="#1f77b4")
         ax.axvline(0.5, color="grey", linestyle=":", linewidth=1)

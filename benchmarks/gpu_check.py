@@ -1,0 +1,250 @@
+"""GPU check of the QLoRA pooled fine-tuning path, sized to finish within 5 minutes on one H100.
+
+A Mistral with the shapes of a 7B model (hidden 4096, MLP 14336, 32 heads, 8 KV heads, random
+bf16 weights) is built with a few layers (default 2 and 4), fine-tuned through the real
+``pooled-finetune`` member (4-bit NF4 base + LoRA on all projections, length-bucketed batches,
+bf16 autocast, gradient checkpointing) and used to embed (length-sorted batches). Time per text
+and peak memory are fitted as ``a + b * layers`` and extrapolated to 32 layers. A real small
+model (default ``smollm2-135m``, skipped when its weights are not installed) checks correctness:
+the loss falls and a saved/reloaded member predicts the same.
+
+Synthetic tweets are 5-45 words of a word-level tokenizer (one token per word), with a
+prompt template and EOS as e5-mistral uses; real BPE tokenizers give ~1.3 tokens per word.
+
+    python benchmarks/gpu_check.py --out gpu_check.json          # on a CUDA machine
+    python benchmarks/gpu_check.py --cpu --tiny --out /tmp/x.json  # smoke test, tiny shapes
+
+The JSON report goes to stdout (last line) and to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from embedensemble._logging import get_logger  # noqa: E402
+from embedensemble.config import MemberConfig  # noqa: E402
+from embedensemble.io import write_json  # noqa: E402
+from embedensemble.labels import N_LABELS  # noqa: E402
+from embedensemble.members.base import MemberContext, build_member, load_member  # noqa: E402
+
+logger = get_logger("benchmarks.gpu_check")
+
+SHAPES = {
+    "7b": {"hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32000},
+    "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512},
+}
+TARGET_LAYERS = 32
+PROMPT = {"prompt_template": "Instruct: {task}\nQuery: {text}", "task": "Identify the emotions expressed in the tweet",
+          "pooling": "last_token", "append_eos": True}
+WORDS = ("i you we the a my so just really today tonight work game love hate happy sad angry afraid hope wow "
+         "never always again can't believe this that what why how morning coffee bus rain sun friends family "
+         "team win lose news phone music movie people life time day night week best worst ever more").split()
+
+
+def synthetic_tweets(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    lengths = np.clip(rng.gamma(4.0, 4.5, size=n).astype(int), 5, 45)
+    texts = [" ".join(rng.choice(WORDS, size=k)) for k in lengths]
+    labels = (rng.random((n, N_LABELS)) < 0.25).astype(np.float32)
+    return texts, labels
+
+
+def word_tokenizer(folder: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    extra = "Instruct Query : Identify the emotions expressed in tweet".split()
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(["<unk>", "<s>", "</s>", *WORDS, *extra]))}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>").save_pretrained(folder)
+
+
+def build_mistral(folder: Path, shape: str, layers: int, device: str) -> None:
+    """Random-weight Mistral of ``shape`` with ``layers`` layers, saved in bf16 (initialised on ``device``: fast on a GPU)."""
+    import torch
+    from transformers import AutoModel, MistralConfig
+
+    config = MistralConfig(num_hidden_layers=layers, max_position_embeddings=4096, **SHAPES[shape])
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModel.from_config(config, dtype=torch.bfloat16)
+    model.save_pretrained(folder)
+    word_tokenizer(folder)
+    del model
+
+
+def measure(
+    backbone: Path, texts: list[str], labels: np.ndarray, embed_texts: list[str], device: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    import torch
+
+    cuda = device.startswith("cuda")
+    params = {"adapter": "lora", "quantize_4bit": True, "lora_r": 16, "lr": 1e-4, "batch_size": args.batch_size,
+              "max_steps": args.steps, "warmup_ratio": 0.0, "gradient_checkpointing": True, "max_length": 128,
+              "save_every_steps": 10_000, "predict_batch_size": args.embed_batch_size, "backbone_options": PROMPT}
+    member = build_member(MemberConfig(name="qlora", kind="pooled-finetune", backbone=str(backbone), params=params),
+                          MemberContext(seed=0, device=device))
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    member.fit(texts, labels)
+    train_peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else None
+    history = member.train_stats_["history"]
+    # The first step pays for kernel selection and allocator warm-up: time the rest.
+    timed = history[1:] if len(history) > 1 else history
+    seconds = timed[-1]["seconds"] - (history[0]["seconds"] if len(history) > 1 else 0.0)
+    train_tps = sum(h["examples"] for h in timed) / seconds
+    member.embed(embed_texts[: args.embed_batch_size])  # warm-up
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    vectors = member.embed(embed_texts)
+    if cuda:
+        torch.cuda.synchronize()
+    embed_seconds = time.perf_counter() - start
+    out = {
+        "train_texts_per_second": train_tps,
+        "train_steps": len(history),
+        "train_padding_fraction": member.train_stats_["padding_fraction"],
+        "train_peak_gib": train_peak,
+        "embed_texts_per_second": len(embed_texts) / embed_seconds,
+        "embed_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        "embedding_dim": int(vectors.shape[1]),
+        "finite": bool(np.isfinite(vectors).all()),
+    }
+    del member
+    if cuda:
+        torch.cuda.empty_cache()
+    return out
+
+
+def extrapolate(per_layers: dict[int, dict[str, Any]], target: int) -> dict[str, Any]:
+    """Fit time per text and memory as ``a + b * layers``; evaluate at ``target`` layers."""
+    counts = sorted(per_layers)
+    result: dict[str, Any] = {"layers": target, "from_layers": counts}
+
+    def fit(values: list[float]) -> float:
+        if len(counts) > 1:
+            slope, intercept = np.polyfit(counts, values, 1)
+            if slope > 0 and intercept >= 0:
+                return float(intercept + slope * target)
+        # One point, or noise made the line meaningless (e.g. a busy CPU): assume everything
+        # scales with depth from the deepest measurement, which overestimates the cost.
+        result["proportional_fallback"] = True
+        return values[-1] * target / counts[-1]
+
+    for key in ("train", "embed"):
+        seconds_per_text = [1.0 / per_layers[c][f"{key}_texts_per_second"] for c in counts]
+        result[f"{key}_texts_per_second"] = 1.0 / fit(seconds_per_text)
+        peaks = [per_layers[c][f"{key}_peak_gib"] for c in counts]
+        result[f"{key}_peak_gib"] = fit(peaks) if None not in peaks else None
+    return result
+
+
+def check_real(backbone: str, device: str, texts: list[str], labels: np.ndarray, workdir: Path) -> dict[str, Any]:
+    """Train a real small model a few steps; the loss must fall and a reloaded member must agree."""
+    from embedensemble.errors import WeightsNotFoundError
+
+    params = {"adapter": "lora", "quantize_4bit": True, "lora_r": 8, "lr": 5e-4, "batch_size": 16, "max_steps": 12,
+              "warmup_ratio": 0.0, "save_every_steps": 10_000}
+    config = MemberConfig(name="real", kind="pooled-finetune", backbone=backbone, params=params)
+    try:
+        member = build_member(config, MemberContext(seed=0, device=device)).fit(texts, labels)
+    except (WeightsNotFoundError, FileNotFoundError, OSError) as exc:
+        return {"backbone": backbone, "skipped": f"{type(exc).__name__}: {exc}"}
+    losses = [h["loss"] for h in member.train_stats_["history"]]
+    before = member.predict_proba(texts[:64])
+    member.save(workdir / "real")
+    after = load_member(workdir / "real", MemberContext(seed=0, device=device)).predict_proba(texts[:64])
+    return {
+        "backbone": backbone,
+        "loss_first": float(np.mean(losses[:3])),
+        "loss_last": float(np.mean(losses[-3:])),
+        "loss_fell": bool(np.mean(losses[-3:]) < np.mean(losses[:3])),
+        "reload_max_abs_diff": float(np.abs(before - after).max()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU (smoke test)")
+    parser.add_argument("--tiny", action="store_true", help="tiny shapes instead of 7B-shaped layers")
+    parser.add_argument("--layers", default="2,4", help="layer counts to measure, comma-separated")
+    parser.add_argument("--n-train", type=int, default=None, help="synthetic training tweets")
+    parser.add_argument("--n-embed", type=int, default=None, help="synthetic tweets to embed")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per measurement")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--embed-batch-size", type=int, default=64)
+    parser.add_argument("--real-backbone", default=None, help="small real model to check ('none' to skip)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    import torch
+
+    if not args.cpu and not torch.cuda.is_available():
+        parser.error("no CUDA device; pass --cpu for a smoke test")
+    device = "cpu" if args.cpu else "cuda"
+    shape = "tiny" if args.tiny else "7b"
+    args.steps = args.steps or (6 if args.tiny else 20)
+    n_train = args.n_train or args.batch_size * args.steps
+    n_embed = args.n_embed or (128 if args.tiny else 2048)
+    real = args.real_backbone or ("none" if args.tiny else "smollm2-135m")
+    layer_counts = sorted({int(x) for x in args.layers.split(",")})
+    texts, labels = synthetic_tweets(max(n_train, n_embed))
+
+    report: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu",
+        "shape": {**SHAPES[shape], "measured_layers": layer_counts},
+        "settings": {"batch_size": args.batch_size, "steps": args.steps, "n_train": n_train, "n_embed": n_embed,
+                     "quantize_4bit": True, "lora_r": 16, "gradient_checkpointing": True,
+                     "bf16": device == "cuda" and torch.cuda.is_bf16_supported()},
+        "versions": _versions(),
+    }
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
+        per_layers = {}
+        for count in layer_counts:
+            folder = Path(tmp) / f"mistral-{count}"
+            build_mistral(folder, shape, count, device)
+            per_layers[count] = measure(folder, texts[:n_train], labels[:n_train], texts[:n_embed], device, args)
+            logger.warning("layers=%d: %s", count, per_layers[count])
+        report["per_layers"] = {str(k): v for k, v in per_layers.items()}
+        report["synthetic"] = extrapolate(per_layers, TARGET_LAYERS if not args.tiny else max(layer_counts) * 2)
+        report["real_model"] = {"skipped": "not requested"} if real == "none" else check_real(real, device, texts[:256], labels[:256], Path(tmp))
+    report["wall_seconds"] = time.perf_counter() - start
+    if args.out:
+        write_json(args.out, report)
+    sys.stdout.write(json.dumps(report, sort_keys=True) + "\n")
+    return 0
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("torch", "transformers", "peft", "bitsandbytes"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,260 @@
+"""``Encoder``: texts -> float32 vectors, one per text, for any backbone spec.
+
+Encoders (BERT-like) run through sentence-transformers on the local folder. Decoders run as a
+plain transformers base model: prompt template, optional EOS, left padding with explicit
+position ids, last-token pooling, optional L2 normalisation. Texts are batched by length
+(tweets are short, so padding is most of the cost) and returned in input order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._logging import get_logger, progress
+from ..errors import DataError
+from ..io import stable_hash
+from .presets import BackboneSpec, get_backbone_spec
+from .weights import default_device, hf_model_dir, load_tokenizer, quiet_transformers, resolve_weights, torch_dtype, weights_identity
+
+logger = get_logger(__name__)
+
+# Bump when a change in this module changes the vectors an unchanged spec produces.
+ENCODER_FORMAT = 1
+_ST_POOLING = {"mean": "mean", "cls": "cls", "last_token": "lasttoken"}
+
+
+def configure_torch_threads() -> int:
+    """Cap torch's intra-op threads at the CPUs this process may use (``EMBEDENSEMBLE_NUM_THREADS`` wins)."""
+    import torch
+
+    wanted = os.environ.get("EMBEDENSEMBLE_NUM_THREADS")
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = int(wanted) if wanted and wanted.isdigit() and int(wanted) > 0 else min(torch.get_num_threads(), available)
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+    return threads
+
+
+class Encoder:
+    """Embeds texts with one backbone; the model is loaded on the first :meth:`encode`.
+
+    Args:
+        spec: a :class:`BackboneSpec`, or a preset name / HF id / local path.
+        device: torch device (default: ``cuda`` when available, else ``cpu``).
+        batch_size: texts per forward pass.
+        show_progress_bar: ``None`` follows the embedensemble logger level.
+        cache_root: where built weights and digests live (default :func:`default_cache_root`).
+        dtype: ``float32`` / ``bfloat16`` / ``float16``; default float32, bf16 for decoders on CUDA.
+    """
+
+    def __init__(
+        self,
+        spec: BackboneSpec | str,
+        *,
+        device: str | None = None,
+        batch_size: int = 64,
+        show_progress_bar: bool | None = None,
+        cache_root: str | Path | None = None,
+        dtype: str | None = None,
+    ) -> None:
+        self.spec = spec if isinstance(spec, BackboneSpec) else get_backbone_spec(spec)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.device = device
+        self.batch_size = batch_size
+        self.show_progress_bar = show_progress_bar
+        self.cache_root = cache_root
+        self.dtype = dtype
+        self._path: Path | None = None
+        self._identity: str | None = None
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._dim: int | None = None
+
+    def __repr__(self) -> str:
+        return f"Encoder({self.spec.name!r}, family={self.spec.family!r}, pooling={self.spec.pooling!r})"
+
+    @property
+    def path(self) -> Path:
+        """The local weights folder (built on first access for packaged presets)."""
+        if self._path is None:
+            self._path = resolve_weights(self.spec, self.cache_root)
+        return self._path
+
+    @property
+    def identity(self) -> str:
+        """``<name>-<hash>``: the hash covers the weights and every setting that changes the vectors."""
+        if self._identity is None:
+            import torch
+
+            device = self.device or default_device()
+            payload = {
+                "format": ENCODER_FORMAT,
+                "weights": weights_identity(self.spec, self.path, self.cache_root),
+                "family": self.spec.family,
+                "pooling": self.spec.pooling,
+                "prompt_template": self.spec.prompt_template,
+                "task": self.spec.task if self.spec.prompt_template and "{task}" in self.spec.prompt_template else None,
+                "append_eos": self.spec.append_eos,
+                "max_length": self.spec.max_length,
+                "normalize": self.spec.normalize,
+                "dtype": str(torch_dtype(self.dtype, family=self.spec.family, device=device)).replace("torch.", ""),
+            }
+            safe_name = "".join(c if c.isalnum() or c in "._-" else "_" for c in self.spec.name)[:48]
+            self._identity = f"{safe_name}-{stable_hash(payload, length=20)}"
+        return self._identity
+
+    @property
+    def dim(self) -> int:
+        """Length of each vector (loads the model)."""
+        if self._dim is None:
+            self._load()
+        assert self._dim is not None
+        return self._dim
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings of ``texts`` as a float32 array ``[len(texts), dim]``, in input order."""
+        if isinstance(texts, str):
+            raise DataError("encode() takes a list of texts, not a single string")
+        texts = list(texts)
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise DataError(f"text {i} is {type(text).__name__}, not str", row=i)
+        self._load()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if self.spec.family == "decoder":
+            out = self._encode_decoder(texts)
+        else:
+            out = self._encode_st(texts)
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        configure_torch_threads()
+        device = self.device or default_device()
+        if self.spec.family == "decoder":
+            self._load_decoder(device)
+        else:
+            self._load_st(device)
+        logger.info("loaded backbone '%s' from %s (dim %d, %s)", self.spec.name, self.path, self._dim, device)
+
+    def _load_st(self, device: str) -> None:
+        from sentence_transformers import SentenceTransformer
+
+        dtype = torch_dtype(self.dtype, family=self.spec.family, device=device)
+        with quiet_transformers(self.show_progress_bar):
+            model = SentenceTransformer(str(self.path), device=device, local_files_only=True, model_kwargs={"dtype": dtype})
+        model.max_seq_length = self.spec.max_length
+        for module in model.modules():
+            if type(module).__name__ == "Pooling" and isinstance(getattr(module, "pooling_mode", None), str):
+                wanted = _ST_POOLING[self.spec.pooling]
+                if module.pooling_mode != wanted:
+                    logger.info("backbone '%s': pooling %s instead of the folder's %s", self.spec.name, wanted, module.pooling_mode)
+                    module.pooling_mode = wanted
+        model.eval()
+        self._model = model
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        self._dim = int(get_dim())
+
+    def _load_decoder(self, device: str) -> None:
+        from transformers import AutoModel
+
+        dtype = torch_dtype(self.dtype, family=self.spec.family, device=device)
+        self._tokenizer = load_tokenizer(self.spec, self.path)
+        with quiet_transformers(self.show_progress_bar):
+            model = AutoModel.from_pretrained(str(hf_model_dir(self.path)), dtype=dtype, local_files_only=True)
+        model.to(device).eval()
+        self._model = model
+        config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self._dim = int(config.hidden_size)
+        if self.spec.append_eos and self._tokenizer.eos_token_id is None:
+            raise DataError(f"backbone '{self.spec.name}': append_eos is set but its tokenizer has no EOS token")
+
+    # -- encoders (sentence-transformers) ----------------------------------------------------------
+
+    def _encode_st(self, texts: list[str]) -> np.ndarray:
+        inputs = [self.spec.format_text(t) for t in texts]
+        return self._model.encode(
+            inputs,
+            batch_size=self.batch_size,
+            show_progress_bar=self.show_progress_bar,
+            convert_to_numpy=True,
+            normalize_embeddings=self.spec.normalize,
+        )
+
+    # -- decoders (last-token pooling) -------------------------------------------------------------
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text as the decoder sees them: prompt, truncation, then EOS when ``append_eos``."""
+        self._load()
+        tokenizer = self._tokenizer
+        eos = tokenizer.eos_token_id
+        reserve = 1 if self.spec.append_eos else 0
+        encoded = tokenizer(
+            [self.spec.format_text(t) for t in texts],
+            add_special_tokens=True,
+            truncation=True,
+            max_length=self.spec.max_length - reserve,
+            padding=False,
+        )["input_ids"]
+        ids = [list(map(int, row)) for row in encoded]
+        if self.spec.append_eos:
+            ids = [row if row and row[-1] == eos else [*row, int(eos)] for row in ids]
+        return ids
+
+    def _encode_decoder(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        ids = self.tokenize(texts)
+        pad_id = self._tokenizer.pad_token_id
+        pad_id = int(pad_id if pad_id is not None else self._tokenizer.eos_token_id or 0)
+        order = np.argsort([-len(row) for row in ids], kind="stable")
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        device = next(self._model.parameters()).device
+        with torch.inference_mode():
+            for batch in progress(batches, desc=f"Encoding ({self.spec.name})", show_progress_bar=self.show_progress_bar):
+                rows = [ids[i] for i in batch]
+                input_ids, mask = left_pad(rows, pad_id)
+                input_ids, mask = input_ids.to(device), mask.to(device)
+                position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+                hidden = self._model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids).last_hidden_state
+                vectors = last_token_pool(hidden, mask).float()
+                if self.spec.normalize:
+                    vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
+                out[batch] = vectors.cpu().numpy()
+        return out
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[Any, Any]:
+    """Left-padded ``input_ids`` and ``attention_mask`` tensors for token id lists."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+    return input_ids, mask
+
+
+def last_token_pool(hidden: Any, mask: Any) -> Any:
+    """Hidden state of each row's last attended token (works for left and right padding)."""
+    import torch
+
+    if bool(mask[:, -1].all()):
+        return hidden[:, -1]
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    last = (positions * mask).argmax(dim=1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
