@@ -150,3 +150,20 @@ def test_validate_texts():
         validate_texts([3])
     with pytest.raises(DataError, match="missing tweet"):
         validate_texts([float("nan")])
+
+
+def test_download_extracts_and_checks_a_release_zip(tmp_path):
+    import zipfile
+
+    from embedensemble.download import download_semeval
+
+    src = write_semeval(tmp_path / "src", n_train=12, n_dev=5, n_test=4)
+    archive = tmp_path / "release.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in src.iterdir():
+            zf.write(f, f"SemEval2018-Task1-all-data/English/E-c/{f.name}")
+    rows = {"train": 12, "eval": 5, "test": 4}
+    folder = download_semeval(tmp_path / "cache", archive.as_uri(), expected_rows=rows)
+    assert load_dataset(folder).kind == "semeval"
+    with pytest.raises(DataError, match="expected 13 tweets"):
+        download_semeval(tmp_path / "cache", archive.as_uri(), expected_rows={**rows, "train": 13})
