@@ -3,7 +3,7 @@
 A Mistral with the shapes of a 7B model (hidden 4096, MLP 14336, 32 heads, 8 KV heads, random
 bf16 weights) is built with a few layers (default 2 and 4), fine-tuned through the real
 ``pooled-finetune`` member (4-bit NF4 base + LoRA on all projections, length-bucketed batches,
-bf16 autocast, gradient checkpointing) and used to embed (length-sorted batches). Time per text
+bf16 autocast; batch 32, LoRA r 32 as in the experiment configs) and used to embed (length-sorted batches). Time per text
 and peak memory are fitted as ``a + b * layers`` and extrapolated to 32 layers. A real small
 model (default ``smollm2-135m``, skipped when its weights are not installed) checks correctness:
 the loss falls and a saved/reloaded member predicts the same.
@@ -42,15 +42,27 @@ from embedensemble.members.base import MemberContext, build_member, load_member 
 logger = get_logger("benchmarks.gpu_check")
 
 SHAPES = {
-    "7b": {"hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32, "num_key_value_heads": 8, "vocab_size": 32000},
+    "7b": {
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "vocab_size": 32000,
+    },
     "tiny": {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 512},
 }
 TARGET_LAYERS = 32
-PROMPT = {"prompt_template": "Instruct: {task}\nQuery: {text}", "task": "Identify the emotions expressed in the tweet",
-          "pooling": "last_token", "append_eos": True}
-WORDS = ("i you we the a my so just really today tonight work game love hate happy sad angry afraid hope wow "
-         "never always again can't believe this that what why how morning coffee bus rain sun friends family "
-         "team win lose news phone music movie people life time day night week best worst ever more").split()
+PROMPT = {
+    "prompt_template": "Instruct: {task}\nQuery: {text}",
+    "task": "Identify the emotions expressed in the tweet",
+    "pooling": "last_token",
+    "append_eos": True,
+}
+WORDS = (
+    "i you we the a my so just really today tonight work game love hate happy sad angry afraid hope wow "
+    "never always again can't believe this that what why how morning coffee bus rain sun friends family "
+    "team win lose news phone music movie people life time day night week best worst ever more"
+).split()
 
 
 def synthetic_tweets(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
@@ -93,11 +105,25 @@ def measure(
     import torch
 
     cuda = device.startswith("cuda")
-    params = {"adapter": "lora", "quantize_4bit": True, "lora_r": 16, "lr": 1e-4, "batch_size": args.batch_size,
-              "max_steps": args.steps, "warmup_ratio": 0.0, "gradient_checkpointing": True, "max_length": 128,
-              "save_every_steps": 10_000, "predict_batch_size": args.embed_batch_size, "backbone_options": PROMPT}
-    member = build_member(MemberConfig(name="qlora", kind="pooled-finetune", backbone=str(backbone), params=params),
-                          MemberContext(seed=0, device=device))
+    # The settings of experiments/finetune-gpu-*-qlora.json, so the peak memory answers whether they fit.
+    params = {
+        "adapter": "lora",
+        "quantize_4bit": True,
+        "lora_r": args.lora_r,
+        "lr": 1e-4,
+        "batch_size": args.batch_size,
+        "max_steps": args.steps,
+        "warmup_ratio": 0.0,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "max_length": 128,
+        "save_every_steps": 10_000,
+        "predict_batch_size": args.embed_batch_size,
+        "backbone_options": PROMPT,
+    }
+    member = build_member(
+        MemberConfig(name="qlora", kind="pooled-finetune", backbone=str(backbone), params=params),
+        MemberContext(seed=0, device=device),
+    )
     if cuda:
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -160,8 +186,16 @@ def check_real(backbone: str, device: str, texts: list[str], labels: np.ndarray,
     """Train a real small model a few steps; the loss must fall and a reloaded member must agree."""
     from embedensemble.errors import WeightsNotFoundError
 
-    params = {"adapter": "lora", "quantize_4bit": True, "lora_r": 8, "lr": 5e-4, "batch_size": 16, "max_steps": 12,
-              "warmup_ratio": 0.0, "save_every_steps": 10_000}
+    params = {
+        "adapter": "lora",
+        "quantize_4bit": True,
+        "lora_r": 8,
+        "lr": 5e-4,
+        "batch_size": 16,
+        "max_steps": 12,
+        "warmup_ratio": 0.0,
+        "save_every_steps": 10_000,
+    }
     config = MemberConfig(name="real", kind="pooled-finetune", backbone=backbone, params=params)
     try:
         member = build_member(config, MemberContext(seed=0, device=device)).fit(texts, labels)
@@ -188,8 +222,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-train", type=int, default=None, help="synthetic training tweets")
     parser.add_argument("--n-embed", type=int, default=None, help="synthetic tweets to embed")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per measurement")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--embed-batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lora-r", type=int, default=32)
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--embed-batch-size", type=int, default=128)
     parser.add_argument("--real-backbone", default=None, help="small real model to check ('none' to skip)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
     args = parser.parse_args(argv)
@@ -211,9 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "device": torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu",
         "shape": {**SHAPES[shape], "measured_layers": layer_counts},
-        "settings": {"batch_size": args.batch_size, "steps": args.steps, "n_train": n_train, "n_embed": n_embed,
-                     "quantize_4bit": True, "lora_r": 16, "gradient_checkpointing": True,
-                     "bf16": device == "cuda" and torch.cuda.is_bf16_supported()},
+        "settings": {
+            "batch_size": args.batch_size,
+            "steps": args.steps,
+            "n_train": n_train,
+            "n_embed": n_embed,
+            "quantize_4bit": True,
+            "lora_r": args.lora_r,
+            "gradient_checkpointing": args.gradient_checkpointing,
+            "bf16": device == "cuda" and torch.cuda.is_bf16_supported(),
+        },
         "versions": _versions(),
     }
     start = time.perf_counter()
@@ -226,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
             logger.warning("layers=%d: %s", count, per_layers[count])
         report["per_layers"] = {str(k): v for k, v in per_layers.items()}
         report["synthetic"] = extrapolate(per_layers, TARGET_LAYERS if not args.tiny else max(layer_counts) * 2)
-        report["real_model"] = {"skipped": "not requested"} if real == "none" else check_real(real, device, texts[:256], labels[:256], Path(tmp))
+        report["real_model"] = (
+            {"skipped": "not requested"} if real == "none" else check_real(real, device, texts[:256], labels[:256], Path(tmp))
+        )
     report["wall_seconds"] = time.perf_counter() - start
     if args.out:
         write_json(args.out, report)

@@ -90,6 +90,22 @@ class EmbeddingCache:
             self._shards.pop(namespace, None)
         shutil.rmtree(target, ignore_errors=True)
 
+    def compact(self, namespace: str) -> int:
+        """Merge a namespace's shards into one (fewer files to open); returns the number of texts kept."""
+        index = self._index(namespace)
+        old = dict(self._shards.get(namespace, {}))
+        if len(old) < 2:
+            return len(index)
+        keys = list(index)
+        embeddings = np.stack([shard.embeddings[row] for shard, row in index.values()]).astype(np.float32)
+        self._write_shard(namespace, keys, embeddings)
+        folder = self._folder(namespace)
+        for name in old:
+            for suffix in (".json", ".npy", ".keys.npy"):  # meta first: the shard stops counting at once
+                (folder / f"{name}{suffix}").unlink(missing_ok=True)
+            self._shards[namespace].pop(name, None)
+        return len(keys)
+
     def get_or_compute(self, namespace: str, texts: Sequence[str], compute: Callable[[list[str]], np.ndarray]) -> np.ndarray:
         """Embeddings of ``texts`` (float32 ``[n, d]``, input order); only texts never seen are computed.
 
@@ -180,16 +196,19 @@ class EmbeddingCache:
         except FileNotFoundError:
             if not meta_path.exists():
                 return None  # deleted meanwhile (clear() or another process)
-            return self._discard(folder, name, "a file is missing")
+            self._discard(folder, name, "a file is missing")
+            return None
         except (ArtifactError, OSError, ValueError) as exc:
-            return self._discard(folder, name, str(exc))
+            self._discard(folder, name, str(exc))
+            return None
         return _Shard(name, embeddings, keys)
 
     def _discard(self, folder: Path, name: str, reason: str) -> None:
-        logger.warning("embedding cache shard %s/%s is corrupt (%s); removing it, its texts will be recomputed", folder, name, reason)
+        logger.warning(
+            "embedding cache shard %s/%s is corrupt (%s); removing it, its texts will be recomputed", folder, name, reason
+        )
         for suffix in (".json", ".npy", ".keys.npy"):
             (folder / f"{name}{suffix}").unlink(missing_ok=True)
-        return None
 
     def _compute(
         self, namespace: str, keys: list[str], texts: list[str], compute: Callable[[list[str]], np.ndarray]

@@ -26,9 +26,6 @@ logger = get_logger(__name__)
 
 FORMAT_VERSION = 1
 TFIDF = "tfidf"
-# Keeps hashtags, mentions and single characters (emoji, "!", "?") as tokens: in tweets they
-# carry much of the emotion and sklearn's default pattern drops all three.
-WORD_TOKEN_PATTERN = r"(?u)[#@]?\w+|[^\w\s]"
 
 
 class TfidfFeatures:
@@ -77,7 +74,6 @@ class TfidfFeatures:
         return {
             "word": TfidfVectorizer(
                 analyzer="word",
-                token_pattern=WORD_TOKEN_PATTERN,
                 ngram_range=tuple(self.word_ngram_range),
                 max_features=self.max_features_word,
                 vocabulary=vocab.get("word"),
@@ -163,6 +159,8 @@ class TfidfFeatures:
 class EmbeddingFeatures:
     """Sentence embeddings of a backbone (preset name, HF id or path), read through the embedding cache.
 
+    ``cache_dir`` is the run's cache root (as ``--cache-dir``): embeddings go to ``<cache_dir>/embeddings``
+    and built weights to ``cache_dir``; ``None`` means ``$EMBEDENSEMBLE_CACHE`` or ``~/.cache/embedensemble``.
     Nothing is learned, so nothing is saved: the backbone name in the member config rebuilds it.
     The encoder is built on first use, so a fully cached run never loads the model's weights
     unless the cache needs filling.
@@ -195,7 +193,13 @@ class EmbeddingFeatures:
         if self._encoder is None:
             from .backbones import Encoder
 
-            self._encoder = Encoder(self.backbone, device=self.device, batch_size=self.batch_size, show_progress_bar=self.show_progress_bar)
+            self._encoder = Encoder(
+                self.backbone,
+                device=self.device,
+                batch_size=self.batch_size,
+                show_progress_bar=self.show_progress_bar,
+                cache_root=self.cache_dir,
+            )
         return self._encoder
 
     @property
@@ -220,7 +224,8 @@ class EmbeddingFeatures:
         from .cache import EmbeddingCache, embed_texts
 
         if self.use_cache and self._cache is None:
-            self._cache = EmbeddingCache(self.cache_dir)
+            root = None if self.cache_dir is None else Path(self.cache_dir) / "embeddings"
+            self._cache = EmbeddingCache(root, show_progress_bar=self.show_progress_bar)
         return embed_texts(texts, self.encoder, self._cache if self.use_cache else None)
 
 

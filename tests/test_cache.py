@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_models import make_tiny_decoder, make_tiny_st_encoder
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tiny_models import make_tiny_decoder, make_tiny_st_encoder  # noqa: E402
-
-from embedensemble.backbones import Encoder, get_backbone_spec  # noqa: E402
-from embedensemble.cache import EmbeddingCache, embed_texts, text_key  # noqa: E402
-from embedensemble.errors import ArtifactError, ConfigError  # noqa: E402
+from embedensemble.backbones import Encoder, get_backbone_spec
+from embedensemble.cache import EmbeddingCache, embed_texts, text_key
+from embedensemble.errors import ArtifactError, ConfigError
 
 DIM = 8
 
@@ -69,6 +65,17 @@ def test_chunks_become_shards_and_memmap(tmp_path):
     out = fresh.get_or_compute("ns", texts[::-1], Counter())
     np.testing.assert_array_equal(out, fake_embed(texts[::-1]))
     assert all(isinstance(s.embeddings, np.memmap) for s in fresh._shards["ns"].values())
+
+
+def test_compact_merges_shards(tmp_path):
+    cache = EmbeddingCache(tmp_path, shard_size=2)
+    texts = [f"t{i}" for i in range(5)]
+    cache.get_or_compute("ns", texts, fake_embed)
+    assert cache.compact("ns") == 5
+    assert len(list((tmp_path / "ns").glob("shard-*"))) == 3  # one shard: meta, embeddings, keys
+    compute = Counter()
+    np.testing.assert_array_equal(EmbeddingCache(tmp_path).get_or_compute("ns", texts, compute), fake_embed(texts))
+    assert compute.n_texts == 0
 
 
 def test_namespaces_are_separate_and_validated(tmp_path):

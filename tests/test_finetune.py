@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from synthetic import make_tweets
+from tiny_models import make_tiny_decoder, make_tiny_st_encoder
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("peft")
-
-from synthetic import make_tweets  # noqa: E402
-from tiny_models import make_tiny_decoder, make_tiny_st_encoder  # noqa: E402
-
-from embedensemble.config import MemberConfig  # noqa: E402
-from embedensemble.errors import ConfigError  # noqa: E402
-from embedensemble.finetune import FinetuneArgs, PooledClassifier, last_token_index  # noqa: E402
-from embedensemble.finetune.batching import TextFormat, collate, length_bucketed_batches  # noqa: E402
-from embedensemble.members.base import MemberContext, build_member, load_member  # noqa: E402
+from embedensemble.config import MemberConfig
+from embedensemble.errors import ConfigError
+from embedensemble.finetune import FinetuneArgs, PooledClassifier, last_token_index
+from embedensemble.finetune.batching import TextFormat, collate, length_bucketed_batches
+from embedensemble.members.base import MemberContext, build_member, load_member
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,8 +80,9 @@ def _roundtrip(member, texts, tmp_path: Path) -> None:
 
 def test_pooled_lora_decoder_trains_saves_and_reloads(models, tweets, tmp_path):
     texts, labels = tweets
-    member = _member("pooled-finetune", models["mistral"], lr=5e-3, max_steps=8, pos_weight="auto",
-                     backbone_options={"append_eos": True})
+    member = _member(
+        "pooled-finetune", models["mistral"], lr=5e-3, max_steps=8, pos_weight="auto", backbone_options={"append_eos": True}
+    )
     member.fit(texts, labels)
     _assert_learns(member)
     assert member.fmt.padding_side == "left" and member.fmt.append_eos
@@ -93,6 +92,9 @@ def test_pooled_lora_decoder_trains_saves_and_reloads(models, tweets, tmp_path):
     emb = member.embed(texts[:5])
     assert emb.shape == (5, 32) and emb.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(member.embed(texts[:5], normalize=True), axis=1), 1.0, rtol=1e-5)
+    member.release()
+    with pytest.raises(RuntimeError, match="not fitted or loaded"):
+        member.predict_proba(texts[:2])
 
 
 def test_pooled_qlora_4bit(models, tweets, tmp_path):
@@ -120,12 +122,16 @@ def test_pooled_full_finetune_encoder(models, tweets, tmp_path):
 @pytest.mark.parametrize("adapter,family,lr", [("lora", "gemma", 5e-3), ("ia3", "mistral", 5e-2)])
 def test_seqcls_adapters(models, tweets, tmp_path, adapter, family, lr):
     texts, labels = tweets
-    member = _member("seqcls-finetune", models[family], adapter=adapter, lr=lr, max_steps=8)
+    member = _member(
+        "seqcls-finetune", models[family], adapter=adapter, lr=lr, max_steps=8, backbone_options={"append_eos": True}
+    )
     member.fit(texts, labels)
     _assert_learns(member)
     inner = member.model.model
     assert inner.config.problem_type == "multi_label_classification" and inner.config.num_labels == 11
-    assert inner.config.id2label[4] == "joy" and inner.config.pad_token_id is not None
+    assert inner.config.id2label[4] == "joy"
+    # The classifier reads the last token that is not pad: the appended EOS must not be the pad.
+    assert member.fmt.append_eos and inner.config.pad_token_id == member.fmt.pad_token_id != member.tokenizer.eos_token_id
     trainable = [n for n, p in member.model.named_parameters() if p.requires_grad]
     assert any("score.modules_to_save" in n for n in trainable)
     _roundtrip(member, texts, tmp_path)
@@ -236,9 +242,20 @@ def test_experiment_configs_parse():
 def test_gpu_check_runs_on_cpu(tmp_path):
     pytest.importorskip("bitsandbytes")
     out = tmp_path / "gpu_check.json"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--cpu", "--tiny", "--layers", "1,2",
-                           "--steps", "4", "--out", str(out)],
-                          capture_output=True, text=True, timeout=300, cwd=ROOT)
+    command = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "gpu_check.py"),
+        "--cpu",
+        "--tiny",
+        "--layers",
+        "1,2",
+        "--steps",
+        "4",
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny shapes: one thread avoids contention overhead
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT, env=env, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == report

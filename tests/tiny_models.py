@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 DECODER_FAMILIES = ("mistral", "qwen2", "gemma", "gemma3", "llama")
@@ -30,6 +32,22 @@ _CORPUS = [
     "The quick brown fox jumps over the lazy dog 0123456789.",
 ]
 _MINILM_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """No transformers progress bars or load reports while building (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _minilm_model_dir() -> Path | None:
@@ -75,7 +93,8 @@ def make_tiny_st_encoder(directory: str | Path, *, hidden_size: int = 32, seed: 
         max_position_embeddings=512,
     )
     torch.manual_seed(seed)
-    BertModel(config).eval().save_pretrained(folder)
+    with _quiet():
+        BertModel(config).eval().save_pretrained(folder)
 
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
@@ -175,17 +194,18 @@ def make_tiny_decoder(
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
     if family in ("mistral", "llama"):
-        tok_args = dict(add_bos=True, bos="<s>", eos="</s>", pad="<pad>", unk="<unk>")
+        tok_args = {"add_bos": True, "bos": "<s>", "eos": "</s>", "pad": "<pad>", "unk": "<unk>"}
     elif family == "qwen2":
-        tok_args = dict(add_bos=False, bos="<|endoftext|>", eos="<|im_end|>", pad="<|pad|>", unk="<|unk|>")
+        tok_args = {"add_bos": False, "bos": "<|endoftext|>", "eos": "<|im_end|>", "pad": "<|pad|>", "unk": "<|unk|>"}
     else:
-        tok_args = dict(add_bos=True, bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>")
+        tok_args = {"add_bos": True, "bos": "<bos>", "eos": "<eos>", "pad": "<pad>", "unk": "<unk>"}
     if not with_pad_token:
         tok_args["pad"] = None
     tokenizer = _bpe_tokenizer(**tok_args)
     config = _decoder_config(family, len(tokenizer), tokenizer, hidden_size)
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.eval().save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    with _quiet():
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.eval().save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
     return folder

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from .encoder import Encoder, configure_torch_threads, last_token_pool, left_pad
+from .encoder import Encoder, default_num_threads, last_token_pool, left_pad, torch_threads
 from .presets import (
     DEFAULT_TASK,
     INSTRUCT_TEMPLATE,
@@ -28,8 +28,8 @@ __all__ = [
     "Encoder",
     "PackagedWeights",
     "UnknownBackboneOptionError",
-    "configure_torch_threads",
     "default_cache_root",
+    "default_num_threads",
     "get_backbone_spec",
     "is_decoder_config",
     "last_token_pool",
@@ -38,5 +38,6 @@ __all__ = [
     "load_hf_backbone",
     "load_tokenizer",
     "resolve_weights",
+    "torch_threads",
     "weights_identity",
 ]

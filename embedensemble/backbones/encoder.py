@@ -9,17 +9,26 @@ position ids, last-token pooling, optional L2 normalisation. Texts are batched b
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._logging import get_logger, progress
-from ..errors import DataError
+from .._logging import get_logger, progress, progress_enabled
+from ..errors import ConfigError, DataError
 from ..io import stable_hash
 from .presets import BackboneSpec, get_backbone_spec
-from .weights import default_device, hf_model_dir, load_tokenizer, quiet_transformers, resolve_weights, torch_dtype, weights_identity
+from .weights import (
+    default_device,
+    hf_model_dir,
+    load_tokenizer,
+    quiet_transformers,
+    resolve_weights,
+    torch_dtype,
+    weights_identity,
+)
 
 logger = get_logger(__name__)
 
@@ -28,16 +37,41 @@ ENCODER_FORMAT = 1
 _ST_POOLING = {"mean": "mean", "cls": "cls", "last_token": "lasttoken"}
 
 
-def configure_torch_threads() -> int:
-    """Cap torch's intra-op threads at the CPUs this process may use (``EMBEDENSEMBLE_NUM_THREADS`` wins)."""
+def default_num_threads() -> int:
+    """Torch threads for encoding: ``EMBEDENSEMBLE_NUM_THREADS``, else torch's count capped at the usable CPUs.
+
+    When the machine is oversubscribed (1-min load average >= usable CPUs + these threads, so
+    other processes compete for the cores), one thread is used: OpenMP barriers then stall on
+    descheduled threads, which made small-batch forward passes ~20x slower than single-threaded
+    ones on a shared 2-core machine.
+    """
     import torch
 
-    wanted = os.environ.get("EMBEDENSEMBLE_NUM_THREADS")
+    wanted = os.environ.get("EMBEDENSEMBLE_NUM_THREADS", "")
+    if wanted.isdigit() and int(wanted) > 0:
+        return int(wanted)
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = int(wanted) if wanted and wanted.isdigit() and int(wanted) > 0 else min(torch.get_num_threads(), available)
-    if threads != torch.get_num_threads():
-        torch.set_num_threads(threads)
+    threads = max(1, min(torch.get_num_threads(), available))
+    if threads > 1 and hasattr(os, "getloadavg") and os.getloadavg()[0] >= available + threads:
+        logger.debug("load average %.1f exceeds %d CPUs: encoding with 1 thread", os.getloadavg()[0], available)
+        return 1
     return threads
+
+
+@contextmanager
+def torch_threads(n: int | None = None) -> Iterator[int]:
+    """Run the block with ``n`` torch intra-op threads (default :func:`default_num_threads`), then restore."""
+    import torch
+
+    n = default_num_threads() if n is None else n
+    old = torch.get_num_threads()
+    if n != old:
+        torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
 
 
 class Encoder:
@@ -50,6 +84,7 @@ class Encoder:
         show_progress_bar: ``None`` follows the embedensemble logger level.
         cache_root: where built weights and digests live (default :func:`default_cache_root`).
         dtype: ``float32`` / ``bfloat16`` / ``float16``; default float32, bf16 for decoders on CUDA.
+        num_threads: torch threads while encoding (default :func:`default_num_threads`).
     """
 
     def __init__(
@@ -61,15 +96,17 @@ class Encoder:
         show_progress_bar: bool | None = None,
         cache_root: str | Path | None = None,
         dtype: str | None = None,
+        num_threads: int | None = None,
     ) -> None:
         self.spec = spec if isinstance(spec, BackboneSpec) else get_backbone_spec(spec)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.device = device
         self.batch_size = batch_size
         self.show_progress_bar = show_progress_bar
         self.cache_root = cache_root
         self.dtype = dtype
+        self.num_threads = num_threads
         self._path: Path | None = None
         self._identity: str | None = None
         self._model: Any = None
@@ -90,8 +127,6 @@ class Encoder:
     def identity(self) -> str:
         """``<name>-<hash>``: the hash covers the weights and every setting that changes the vectors."""
         if self._identity is None:
-            import torch
-
             device = self.device or default_device()
             payload = {
                 "format": ENCODER_FORMAT,
@@ -128,10 +163,8 @@ class Encoder:
         self._load()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if self.spec.family == "decoder":
-            out = self._encode_decoder(texts)
-        else:
-            out = self._encode_st(texts)
+        with torch_threads(self.num_threads):
+            out = self._encode_decoder(texts) if self.spec.family == "decoder" else self._encode_st(texts)
         return np.ascontiguousarray(out, dtype=np.float32)
 
     # -- loading -----------------------------------------------------------------------------
@@ -139,7 +172,6 @@ class Encoder:
     def _load(self) -> None:
         if self._model is not None:
             return
-        configure_torch_threads()
         device = self.device or default_device()
         if self.spec.family == "decoder":
             self._load_decoder(device)
@@ -158,7 +190,9 @@ class Encoder:
             if type(module).__name__ == "Pooling" and isinstance(getattr(module, "pooling_mode", None), str):
                 wanted = _ST_POOLING[self.spec.pooling]
                 if module.pooling_mode != wanted:
-                    logger.info("backbone '%s': pooling %s instead of the folder's %s", self.spec.name, wanted, module.pooling_mode)
+                    logger.info(
+                        "backbone '%s': pooling %s instead of the folder's %s", self.spec.name, wanted, module.pooling_mode
+                    )
                     module.pooling_mode = wanted
         model.eval()
         self._model = model
@@ -186,7 +220,7 @@ class Encoder:
         return self._model.encode(
             inputs,
             batch_size=self.batch_size,
-            show_progress_bar=self.show_progress_bar,
+            show_progress_bar=progress_enabled(self.show_progress_bar),
             convert_to_numpy=True,
             normalize_embeddings=self.spec.normalize,
         )

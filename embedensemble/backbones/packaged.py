@@ -115,7 +115,7 @@ def extract_st_folder(archive: Path, out: Path) -> Path:
             raise ArtifactError(f"{archive} holds no sentence-transformers folder (no modules.json)")
         prefix = roots[0]
         for name in names:
-            rel = name[len(prefix):]
+            rel = name[len(prefix) :]
             if not name.startswith(prefix) or rel.rsplit("/", 1)[-1] in _JUNK:
                 continue
             target = (out / rel).resolve()

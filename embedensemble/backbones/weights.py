@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .._logging import get_logger, progress_enabled
-from ..errors import ConfigError, WeightsNotFoundError
+from ..errors import ArtifactError, ConfigError, WeightsNotFoundError
 from ..io import read_json, sha256_file, stable_hash, write_json
 from .packaged import MARKER, build_packaged
 from .presets import PACKAGED_WEIGHTS, BackboneSpec, get_backbone_spec
@@ -43,7 +43,9 @@ def _as_spec(spec: BackboneSpec | str) -> BackboneSpec:
     return spec if isinstance(spec, BackboneSpec) else get_backbone_spec(spec)
 
 
-def resolve_weights(spec: BackboneSpec | str, cache_root: str | Path | None = None, *, allow_download: bool | None = None) -> Path:
+def resolve_weights(
+    spec: BackboneSpec | str, cache_root: str | Path | None = None, *, allow_download: bool | None = None
+) -> Path:
     """A local folder holding ``spec``'s weights, loadable by transformers / sentence-transformers.
 
     Packaged presets are assembled (and GGUF converted) once into ``<cache_root>/weights/<name>``.
@@ -54,7 +56,9 @@ def resolve_weights(spec: BackboneSpec | str, cache_root: str | Path | None = No
     if spec.scheme == "package":
         recipe = PACKAGED_WEIGHTS.get(spec.source)
         if recipe is None:
-            raise ConfigError(f"backbone '{spec.name}': unknown packaged source {spec.source!r}; known: {sorted(PACKAGED_WEIGHTS)}")
+            raise ConfigError(
+                f"backbone '{spec.name}': unknown packaged source {spec.source!r}; known: {sorted(PACKAGED_WEIGHTS)}"
+            )
         return build_packaged(spec, recipe, root)
     if spec.scheme == "path":
         folder = Path(spec.locator).expanduser()
@@ -75,7 +79,7 @@ def _resolve_hf(spec: BackboneSpec, allow_download: bool | None) -> Path:
         from huggingface_hub import snapshot_download
 
         folder = Path(snapshot_download(repo_id, revision=spec.revision, local_files_only=not allow_download))
-    except Exception as exc:  # LocalEntryNotFoundError, invalid id, offline mode...
+    except Exception as exc:  # noqa: BLE001 - not cached, invalid id, offline, network: all mean 'not available'
         raise WeightsNotFoundError(
             f"backbone '{spec.name}': Hugging Face model {repo_id!r}"
             f"{'' if spec.revision is None else f' (revision {spec.revision})'} is not in the local HF cache "
@@ -95,7 +99,12 @@ def _weight_files(folder: Path) -> list[Path]:
         rel = path.relative_to(folder)
         if any(part in _SKIP_DIRS or part.startswith(".") for part in rel.parts[:-1]):
             continue
-        if rel.name in _SKIP_NAMES or rel.name.startswith(".") or rel.name.endswith(_SKIP_SUFFIXES) or rel.name.startswith("README"):
+        if (
+            rel.name in _SKIP_NAMES
+            or rel.name.startswith(".")
+            or rel.name.endswith(_SKIP_SUFFIXES)
+            or rel.name.startswith("README")
+        ):
             continue
         if path.is_file():
             files.append(path)
@@ -123,7 +132,7 @@ def weights_identity(spec: BackboneSpec | str, path: str | Path, cache_root: str
     store = _digest_file(folder, root)
     try:
         known = read_json(store) if store.is_file() else {}
-    except Exception:
+    except (ArtifactError, OSError):
         known = {}
     digests: dict[str, str] = {}
     fresh: dict[str, Any] = {}

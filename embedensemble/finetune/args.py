@@ -108,17 +108,29 @@ class FinetuneArgs:
         if self.adapter not in adapters:
             raise ConfigError(f"{where}: 'adapter' {self.adapter!r} is not one of {list(adapters)} for kind {kind!r}")
         if self.quantize_4bit and self.adapter == "none":
-            raise ConfigError(f"{where}: 'quantize_4bit' needs an adapter ('lora' or 'ia3'); 4-bit weights cannot be fine-tuned fully")
+            raise ConfigError(
+                f"{where}: 'quantize_4bit' needs an adapter ('lora' or 'ia3'); 4-bit weights cannot be fine-tuned fully"
+            )
         if self.scheduler not in SCHEDULERS:
             raise ConfigError(f"{where}: 'scheduler' {self.scheduler!r} is not one of {list(SCHEDULERS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"{where}: 'precision' {self.precision!r} is not one of {list(PRECISIONS)}")
-        positive = {"lora_r": self.lora_r, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
-                    "save_every_steps": self.save_every_steps, "bucket_batches": self.bucket_batches,
-                    "predict_batch_size": self.predict_batch_size, "max_steps": self.max_steps,
-                    "max_length": self.max_length, "eval_every_steps": self.eval_every_steps,
-                    "early_stopping_patience": self.early_stopping_patience, "lr": self.lr, "head_lr": self.head_lr,
-                    "lora_alpha": self.lora_alpha, "pos_weight_max": self.pos_weight_max}
+        positive = {
+            "lora_r": self.lora_r,
+            "batch_size": self.batch_size,
+            "grad_accum": self.grad_accum,
+            "save_every_steps": self.save_every_steps,
+            "bucket_batches": self.bucket_batches,
+            "predict_batch_size": self.predict_batch_size,
+            "max_steps": self.max_steps,
+            "max_length": self.max_length,
+            "eval_every_steps": self.eval_every_steps,
+            "early_stopping_patience": self.early_stopping_patience,
+            "lr": self.lr,
+            "head_lr": self.head_lr,
+            "lora_alpha": self.lora_alpha,
+            "pos_weight_max": self.pos_weight_max,
+        }
         for key, value in positive.items():
             if value is not None and value <= 0:
                 raise ConfigError(f"{where}: '{key}' must be > 0, got {value!r}")
@@ -130,7 +142,9 @@ class FinetuneArgs:
         if self.weight_decay < 0:
             raise ConfigError(f"{where}: 'weight_decay' must be >= 0, got {self.weight_decay!r}")
         if isinstance(self.pos_weight, str) and self.pos_weight != "auto":
-            raise ConfigError(f"{where}: 'pos_weight' must be \"auto\", a list of {N_LABELS} numbers or null, got {self.pos_weight!r}")
+            raise ConfigError(
+                f"{where}: 'pos_weight' must be \"auto\", a list of {N_LABELS} numbers or null, got {self.pos_weight!r}"
+            )
         if isinstance(self.pos_weight, list) and (len(self.pos_weight) != N_LABELS or min(self.pos_weight) <= 0):
             raise ConfigError(f"{where}: 'pos_weight' list must hold {N_LABELS} positive numbers, got {self.pos_weight!r}")
         if self.early_stopping_patience is not None and self.eval_fraction == 0.0:

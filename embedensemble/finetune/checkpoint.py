@@ -90,16 +90,20 @@ def save_checkpoint(
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     write_tensors(tmp / "optimizer.safetensors", opt_tensors)
     write_tensors(tmp / "rng.safetensors", _rng_state())
-    write_json(tmp / "state.json", {
-        "fingerprint": fingerprint,
-        "loop": state.__dict__,
-        "optimizer": opt_meta,
-        "scheduler": scheduler.state_dict(),
-    })
+    write_json(
+        tmp / "state.json",
+        {
+            "fingerprint": fingerprint,
+            "loop": state.__dict__,
+            "optimizer": opt_meta,
+            "scheduler": scheduler.state_dict(),
+        },
+    )
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
-    for old in workdir.glob(f"{PREFIX}*"):
+    # Older checkpoints, and temporary folders left by a run killed while writing one.
+    for old in [*workdir.glob(f"{PREFIX}*"), *workdir.glob(f".tmp-{PREFIX}*")]:
         if old != final:
             shutil.rmtree(old, ignore_errors=True)
     logger.debug("saved checkpoint %s", final)

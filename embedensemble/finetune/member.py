@@ -6,6 +6,7 @@ A subclass builds ``self.model`` (a module mapping a padded batch to logits [bat
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from pathlib import Path
 from typing import Any, ClassVar
@@ -82,20 +83,33 @@ class FinetuneMember(FoldModel):
         train_data, eval_data = self._split(data)
         fingerprint = self._fingerprint(texts, labels)
         self.train_stats_ = train(
-            self.model, train_data, self.fmt, self.args, seed=self.seed, device=self.device,
-            is_head=self._is_head_param, eval_data=eval_data, workdir=None if workdir is None else Path(workdir),
-            fingerprint=fingerprint, step_callback=self.step_callback, show_progress_bar=self.context.show_progress_bar,
+            self.model,
+            train_data,
+            self.fmt,
+            self.args,
+            seed=self.seed,
+            device=self.device,
+            is_head=self._is_head_param,
+            eval_data=eval_data,
+            workdir=None if workdir is None else Path(workdir),
+            fingerprint=fingerprint,
+            step_callback=self.step_callback,
+            show_progress_bar=self.context.show_progress_bar,
         )
         stats = self.train_stats_
         logger.info(
-            "%s: %d steps in %.1fs (%.1f texts/s, %.0f%% padding), last loss %.4f", self.config.name, stats["steps"],
-            stats["train_seconds"], stats["examples_per_second"], 100 * stats["padding_fraction"],
+            "%s: %d steps in %.1fs (%.1f texts/s, %.0f%% padding), last loss %.4f",
+            self.config.name,
+            stats["steps"],
+            stats["train_seconds"],
+            stats["examples_per_second"],
+            100 * stats["padding_fraction"],
             stats["history"][-1]["loss"] if stats["history"] else float("nan"),
         )
 
     def _predict_proba(self, texts: list[str]) -> np.ndarray:
         logits = self._run(self.model, texts)
-        return 1.0 / (1.0 + np.exp(-logits))
+        return torch.sigmoid(torch.from_numpy(logits)).numpy()  # no overflow warnings for large |logits|
 
     def _save(self, path: Path) -> None:
         self._require_model()
@@ -103,15 +117,18 @@ class FinetuneMember(FoldModel):
         import transformers
 
         self._save_weights(path)
-        write_json(path / META_FILE, {
-            "format_version": FORMAT_VERSION,
-            "kind": self.kind,
-            "backbone": self.config.backbone,
-            "args": self.args.to_dict(),
-            "text_format": self.fmt.__dict__,
-            "train_stats": {k: v for k, v in self.train_stats_.items() if k != "history"},
-            "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
-        })
+        write_json(
+            path / META_FILE,
+            {
+                "format_version": FORMAT_VERSION,
+                "kind": self.kind,
+                "backbone": self.config.backbone,
+                "args": self.args.to_dict(),
+                "text_format": self.fmt.__dict__,
+                "train_stats": {k: v for k, v in self.train_stats_.items() if k != "history"},
+                "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+            },
+        )
 
     @classmethod
     def _load(cls, path: Path, config: MemberConfig, context: MemberContext) -> FinetuneMember:
@@ -119,13 +136,27 @@ class FinetuneMember(FoldModel):
             raise ArtifactError(f"{path} has no {META_FILE}")
         meta = read_json(path / META_FILE)
         if meta.get("format_version") != FORMAT_VERSION:
-            raise FormatVersionError(f"{path / META_FILE}: format version {meta.get('format_version')!r}, this library reads {FORMAT_VERSION}")
+            raise FormatVersionError(
+                f"{path / META_FILE}: format version {meta.get('format_version')!r}, this library reads {FORMAT_VERSION}"
+            )
         member = cls(config, context)
         member._build(training=False)
         member._load_weights(path)
         member.model.eval()
         member.train_stats_ = dict(meta.get("train_stats", {}))
         return member
+
+    def release(self) -> None:
+        """Drop the model and free its accelerator memory (the member must be loaded again to predict).
+
+        Cross-fitting holds one fold's model while the next one loads; releasing the finished
+        fold first keeps two 7B models from sharing the card.
+        """
+        self.model = None
+        self.tokenizer = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     # -- helpers -----------------------------------------------------------------------------------------
 
@@ -134,8 +165,15 @@ class FinetuneMember(FoldModel):
 
     def _run(self, fn: Any, texts: list[str]) -> np.ndarray:
         self._require_model()
-        return predict_outputs(fn, self._tokenize(texts), self.fmt, self.args.predict_batch_size, self.device,
-                               self.bf16, show_progress_bar=self.context.show_progress_bar)
+        return predict_outputs(
+            fn,
+            self._tokenize(texts),
+            self.fmt,
+            self.args.predict_batch_size,
+            self.device,
+            self.bf16,
+            show_progress_bar=self.context.show_progress_bar,
+        )
 
     def _require_model(self) -> None:
         if self.model is None:
@@ -145,7 +183,7 @@ class FinetuneMember(FoldModel):
         if self.args.eval_fraction == 0.0:
             return data, None
         order = np.random.default_rng([self.seed, 1]).permutation(len(data))
-        n_eval = max(1, int(round(self.args.eval_fraction * len(data))))
+        n_eval = max(1, round(self.args.eval_fraction * len(data)))
         if n_eval >= len(data):
             raise ValueError(f"eval_fraction {self.args.eval_fraction} leaves no training texts out of {len(data)}")
         return data.subset(np.sort(order[n_eval:])), data.subset(np.sort(order[:n_eval]))
@@ -156,5 +194,6 @@ class FinetuneMember(FoldModel):
             digest.update(text.encode("utf-8") + b"\0")
         digest.update(np.ascontiguousarray(labels, dtype=np.float32).tobytes())
         args = {k: v for k, v in self.args.to_dict().items() if k not in _NOT_FINGERPRINTED}
-        return stable_hash({"kind": self.kind, "backbone": self.config.backbone, "args": args, "seed": self.seed,
-                            "data": digest.hexdigest()})
+        return stable_hash(
+            {"kind": self.kind, "backbone": self.config.backbone, "args": args, "seed": self.seed, "data": digest.hexdigest()}
+        )

@@ -6,6 +6,9 @@ exactly the dtypes (and so the numerics) of the one that was trained.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +64,11 @@ def load_base(
     if config_overrides:
         model_class = _WithConfig(model_class, config_overrides)
     model, tokenizer = load_hf_backbone(
-        spec, model_class=model_class, quantize_4bit=args.quantize_4bit,
-        dtype=weight_dtype(args, device, bf16), device=str(device),
+        spec,
+        model_class=model_class,
+        quantize_4bit=args.quantize_4bit,
+        dtype=weight_dtype(args, device, bf16),
+        device=str(device),
     )
     checkpointing = training and args.gradient_checkpointing
     if args.quantize_4bit:
@@ -70,9 +76,10 @@ def load_base(
 
         # Casts the non-quantised weights (norms, embeddings) to fp32 for stable training; done
         # at load time too so a reloaded member computes exactly like the trained one.
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
+        with _quiet_peft():
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=checkpointing, gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
         if device.type == "cpu":
             _disable_bnb_cpu_packing(model)
     elif checkpointing:
@@ -95,17 +102,25 @@ def apply_adapter(
     targets = args.target_modules
     if args.adapter == "lora":
         config = LoraConfig(
-            r=args.lora_r, lora_alpha=args.alpha(), lora_dropout=args.lora_dropout, target_modules=targets,
-            bias="none", task_type=task_type, modules_to_save=modules_to_save,
+            r=args.lora_r,
+            lora_alpha=args.alpha(),
+            lora_dropout=args.lora_dropout,
+            target_modules=targets,
+            bias="none",
+            task_type=task_type,
+            modules_to_save=modules_to_save,
         )
     else:
         # "all-linear" is LoRA's default; IA3 then uses peft's per-architecture k/v/down choice.
         config = IA3Config(
-            target_modules=None if targets == "all-linear" else targets, feedforward_modules=args.feedforward_modules,
-            task_type=task_type, modules_to_save=modules_to_save,
+            target_modules=None if targets == "all-linear" else targets,
+            feedforward_modules=args.feedforward_modules,
+            task_type=task_type,
+            modules_to_save=modules_to_save,
         )
     try:
-        peft_model = get_peft_model(model, config)
+        with _quiet_peft():
+            peft_model = get_peft_model(model, config)
     except ValueError as exc:
         raise ConfigError(f"cannot apply {args.adapter} adapter: {exc}") from None
     for param in peft_model.parameters():
@@ -175,6 +190,15 @@ def load_full(module: torch.nn.Module, path: Path) -> None:
         module.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         raise ArtifactError(f"{path} does not match the backbone: {exc}") from None
+
+
+@contextmanager
+def _quiet_peft() -> Iterator[None]:
+    # peft reads transformers' deprecated ``is_gradient_checkpointing``; the FutureWarning is
+    # about peft's code, not the caller's, so it is only noise here.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
+        yield
 
 
 def _disable_bnb_cpu_packing(model: torch.nn.Module) -> None:

@@ -18,7 +18,17 @@ from ..labels import N_LABELS
 from ..members.base import register_member
 from .checkpoint import read_tensors, write_tensors
 from .member import FinetuneMember
-from .modeling import apply_adapter, backbone_spec, hidden_size, load_adapter, load_base, load_full, save_adapter, save_full, text_format
+from .modeling import (
+    apply_adapter,
+    backbone_spec,
+    hidden_size,
+    load_adapter,
+    load_base,
+    load_full,
+    save_adapter,
+    save_full,
+    text_format,
+)
 
 POOLINGS = ("mean", "cls", "last_token")
 
@@ -54,12 +64,16 @@ class PooledClassifier(nn.Module):
         self.pooling = pooling
         self.head = nn.Linear(hidden, n_labels)
 
-    def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def embed(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         extra = {} if position_ids is None else {"position_ids": position_ids}
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
         return pool(hidden, attention_mask, self.pooling).float()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.head(self.embed(input_ids, attention_mask, position_ids))
 
 
@@ -93,9 +107,9 @@ class PooledFinetuneMember(FinetuneMember):
         cosine-based heads, raw ones are what the classification head saw.
         """
         texts = list(texts)
+        self._require_model()
         if not texts:
             return np.zeros((0, hidden_size(self.model.backbone)), dtype=np.float32)
-        self._require_model()
         self.model.eval()
         vectors = self._run(self.model.embed, texts)
         if normalize is None:

@@ -32,7 +32,9 @@ class SequenceClassifierLogits(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
         extra = {} if position_ids is None else {"position_ids": position_ids}
         return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
 
@@ -64,8 +66,13 @@ class SeqClsFinetuneMember(FinetuneMember):
             "label2id": {name: i for i, name in enumerate(EMOTIONS)},
         }
         model, self.tokenizer = load_base(
-            self.spec, self.args, self.device, bf16=self.bf16, training=training,
-            model_class=AutoModelForSequenceClassification, config_overrides=overrides,
+            self.spec,
+            self.args,
+            self.device,
+            bf16=self.bf16,
+            training=training,
+            model_class=AutoModelForSequenceClassification,
+            config_overrides=overrides,
         )
         fmt = text_format(self.spec, self.tokenizer, self.args, append_eos=self.append_eos)
         if fmt.append_eos and fmt.pad_token_id == self.tokenizer.eos_token_id:

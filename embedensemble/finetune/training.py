@@ -80,7 +80,9 @@ def pos_weight_vector(args: FinetuneArgs, labels: np.ndarray) -> np.ndarray | No
     return np.clip(ratio, 1.0, args.pos_weight_max).astype(np.float32)
 
 
-def build_optimizer(model: torch.nn.Module, args: FinetuneArgs, is_head: Callable[[str], bool] | None = None) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: torch.nn.Module, args: FinetuneArgs, is_head: Callable[[str], bool] | None = None
+) -> torch.optim.Optimizer:
     """AdamW with up to four groups: (body, head) x (decayed matrices, undecayed biases and norms)."""
     lr, head_lr = args.learning_rate(), args.head_lr or args.learning_rate()
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
@@ -95,7 +97,7 @@ def build_optimizer(model: torch.nn.Module, args: FinetuneArgs, is_head: Callabl
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, args: FinetuneArgs, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup = int(round(args.warmup_ratio * total_steps))
+    warmup = round(args.warmup_ratio * total_steps)
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -156,10 +158,12 @@ def train(
     stats = {"examples": 0, "real_tokens": 0, "padded_tokens": 0}
     model.train()
     start = time.perf_counter()
-    for _ in progress(range(state.step, total_steps), desc="fine-tuning", total=total_steps - state.step, show_progress_bar=show_progress_bar):
+    remaining = range(state.step, total_steps)
+    for _ in progress(remaining, desc="fine-tuning", total=len(remaining), show_progress_bar=show_progress_bar):
         epoch, position = divmod(state.step, steps_per_epoch)
         if epoch not in plans:
-            plans = {epoch: length_bucketed_batches(lengths, args.batch_size, np.random.default_rng([seed, epoch]), args.bucket_batches)}
+            rng = np.random.default_rng([seed, epoch])  # the epoch's order depends on nothing else: resumable
+            plans = {epoch: length_bucketed_batches(lengths, args.batch_size, rng, args.bucket_batches)}
         micro = plans[epoch][position * args.grad_accum : (position + 1) * args.grad_accum]
         n_step = sum(len(idx) for idx in micro)
         optimizer.zero_grad(set_to_none=True)
@@ -191,12 +195,21 @@ def train(
         state.history.append(record)
         logger.debug("step %d/%d loss %.4f", state.step, total_steps, step_loss)
         if workdir is not None and state.step % args.save_every_steps == 0 and state.step < total_steps:
-            save_checkpoint(workdir, model=model, optimizer=optimizer, scheduler=scheduler, state=state,
-                            fingerprint=fingerprint, best_weights=best_weights)
+            save_checkpoint(
+                workdir,
+                model=model,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                state=state,
+                fingerprint=fingerprint,
+                best_weights=best_weights,
+            )
         if step_callback is not None:
             step_callback(state.step, record)
         if state.stopped_early:
-            logger.info("early stopping at step %d (best held-out loss %.4f at step %s)", state.step, state.best_loss, state.best_step)
+            logger.info(
+                "early stopping at step %d (best held-out loss %.4f at step %s)", state.step, state.best_loss, state.best_step
+            )
             break
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -219,7 +232,19 @@ def train(
     }
 
 
-def _evaluate(model, eval_data, fmt, args, loss_fn, device, bf16, state, record, best_weights):
+def _evaluate(
+    model: torch.nn.Module,
+    eval_data: TokenizedData,
+    fmt: TextFormat,
+    args: FinetuneArgs,
+    loss_fn: torch.nn.Module,
+    device: torch.device,
+    bf16: bool,
+    state: LoopState,
+    record: dict[str, float],
+    best_weights: dict[str, torch.Tensor] | None,
+) -> dict[str, torch.Tensor] | None:
+    """Held-out loss into ``record``; returns the (possibly updated) best trainable weights."""
     logits = predict_outputs(model, eval_data.ids, fmt, args.predict_batch_size, device, bf16)
     with torch.no_grad():
         eval_loss = float(loss_fn(torch.as_tensor(logits, device=device), torch.as_tensor(eval_data.labels, device=device)))

@@ -1,0 +1,156 @@
+"""Benchmarks of embedensemble: ``python -m benchmarks.run [--quick] [--sections ...]``.
+
+Each section writes ``<out>/<section>.json`` (with the machine it ran on); ``benchmarks.readme``
+renders the JSON files into the README's results block. This module holds the helpers the
+sections share: machine description, timers, peak-memory sampling and result writing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import resource
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+SECTIONS = ("quality", "cv", "speed", "finetune")
+
+logger = logging.getLogger("benchmarks")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU, cores, RAM, OS, library versions, git commit and load average (the machine may be shared)."""
+    import importlib.metadata
+
+    import psutil
+
+    versions = {}
+    for name in ("torch", "transformers", "sentence-transformers", "scikit-learn", "lightgbm", "numpy", "onnxruntime", "onnx", "optimum"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "git_commit": _git("rev-parse", "--short", "HEAD"),
+        "git_dirty": bool(dirty) if dirty is not None else None,
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "date": now_iso(),
+    }
+
+
+def rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def max_rss_mb() -> float:
+    """Peak resident memory of this process since it started (``ru_maxrss`` is in KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class PeakRSS:
+    """Samples this process's RSS in a thread; ``peak_mb`` is the peak seen inside the ``with`` block."""
+
+    def __init__(self, interval_s: float = 0.05) -> None:
+        self.interval_s = interval_s
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, rss_mb())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> PeakRSS:
+        self.peak_mb = rss_mb()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.peak_mb = round(max(self.peak_mb, rss_mb()), 1)
+
+
+@dataclass
+class Section:
+    """Collects one section's result; ``finish`` stamps times and writes ``<out>/<name>.json``."""
+
+    name: str
+    out: Path
+    quick: bool
+    result: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+
+    def __post_init__(self) -> None:
+        self.result.update(section=self.name, quick=self.quick, machine=machine_info(), started=now_iso(), timings={})
+
+    def time(self, key: str) -> _Timer:
+        return _Timer(self.result["timings"], key)
+
+    def finish(self) -> Path:
+        from embedensemble.io import write_json
+
+        self.result["finished"] = now_iso()
+        self.result["wall_seconds"] = round(time.perf_counter() - self.started, 1)
+        self.result["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        self.result["process_peak_rss_mb"] = round(max_rss_mb(), 1)
+        path = write_json(self.out / f"{self.name}.json", self.result)
+        logger.info("%s: wrote %s (%.0fs)", self.name, path, self.result["wall_seconds"])
+        return path
+
+
+class _Timer:
+    def __init__(self, store: dict[str, float], key: str) -> None:
+        self.store, self.key = store, key
+
+    def __enter__(self) -> _Timer:
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.t0
+        self.store[self.key] = round(self.seconds, 2)

@@ -1,0 +1,169 @@
+"""Baselines scored beside the ensemble, in the same process on the same data, all at threshold 0.5.
+
+* ``tfidf_logreg``: word 1-2-gram TF-IDF + one-vs-rest logistic regression (a plain sklearn pipeline).
+* ``st_logreg``: frozen ``SentenceTransformer.encode`` embeddings + one-vs-rest logistic regression
+  (what SetFit's one-vs-rest head does without its contrastive step).
+* ``trainer_finetune``: ``AutoModelForSequenceClassification`` (multi-label) fine-tuned with
+  ``transformers.Trainer``, the Hugging Face tutorial recipe.
+
+``REFERENCES`` are published SemEval-2018 E-c *test* results (not re-run; our scores are on dev).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from embedensemble.metrics import evaluate
+
+logger = logging.getLogger("benchmarks.baselines")
+
+REFERENCES = [
+    {
+        "name": "NTUA-SLP (SemEval-2018 winner)",
+        "split": "SemEval-2018 E-c test",
+        "metrics": {"macro_f1": 0.528, "micro_f1": 0.701, "jaccard": 0.588},
+        "source": "Baziotis et al., 2018, SemEval-2018 Task 1 system paper",
+    },
+    {
+        "name": "SpanEmo",
+        "split": "SemEval-2018 E-c test",
+        "metrics": {"macro_f1": 0.578, "micro_f1": 0.713, "jaccard": 0.601},
+        "source": "Alhuzali & Ananiadou, EACL 2021",
+    },
+]
+
+
+def _ovr_logreg() -> Any:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+
+    return OneVsRestClassifier(LogisticRegression(max_iter=2000))
+
+
+def _score(model: Any, X_train: Any, Y_train: np.ndarray, X_eval: Any, Y_eval: np.ndarray) -> tuple[dict, float]:
+    started = time.perf_counter()
+    model.fit(X_train, Y_train)
+    fit_s = time.perf_counter() - started
+    proba = np.asarray(model.predict_proba(X_eval))
+    return evaluate(Y_eval, (proba >= 0.5).astype(int)), fit_s
+
+
+def tfidf_logreg(train_texts: list[str], Y_train: np.ndarray, eval_texts: list[str], Y_eval: np.ndarray) -> dict[str, Any]:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.pipeline import make_pipeline
+
+    model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2)), _ovr_logreg())
+    metrics, fit_s = _score(model, train_texts, Y_train, eval_texts, Y_eval)
+    return {"description": "TF-IDF word 1-2-grams + one-vs-rest LogisticRegression, threshold 0.5", "threshold": 0.5,
+            "eval": metrics, "fit_seconds": round(fit_s, 2)}
+
+
+def st_embed(path: str, texts: list[str]) -> tuple[np.ndarray, float]:
+    """Plain ``SentenceTransformer(path).encode(texts)``; returns embeddings and seconds spent encoding."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(path), device="cpu")
+    started = time.perf_counter()
+    X = model.encode(texts, show_progress_bar=False, convert_to_numpy=True)
+    return X, time.perf_counter() - started
+
+
+def st_logreg(backbone: str, train_texts: list[str], Y_train: np.ndarray, eval_texts: list[str], Y_eval: np.ndarray) -> dict[str, Any]:
+    from embedensemble.backbones import resolve_weights
+
+    path = resolve_weights(backbone)
+    X, embed_s = st_embed(str(path), list(train_texts) + list(eval_texts))
+    metrics, fit_s = _score(_ovr_logreg(), X[: len(train_texts)], Y_train, X[len(train_texts):], Y_eval)
+    return {"description": f"frozen SentenceTransformer({backbone}).encode + one-vs-rest LogisticRegression, threshold 0.5",
+            "threshold": 0.5, "eval": metrics, "fit_seconds": round(fit_s, 2), "embed_seconds": round(embed_s, 2),
+            "embed_tweets_per_s": round(len(X) / embed_s, 1)}
+
+
+class _Texts:
+    """A torch-style dataset of tokenized tweets with float multi-label targets."""
+
+    def __init__(self, encodings: dict[str, list], labels: np.ndarray | None) -> None:
+        self.encodings, self.labels = encodings, labels
+
+    def __len__(self) -> int:
+        return len(self.encodings["input_ids"])
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = {k: v[i] for k, v in self.encodings.items()}
+        if self.labels is not None:
+            item["labels"] = self.labels[i].astype(np.float32).tolist()
+        return item
+
+
+def trainer_finetune(
+    backbone: str,
+    train_texts: list[str],
+    Y_train: np.ndarray,
+    eval_texts: list[str],
+    Y_eval: np.ndarray,
+    *,
+    epochs: float = 3.0,
+    lr: float = 5e-5,
+    batch_size: int = 32,
+    max_length: int = 64,
+    seed: int = 42,
+) -> dict[str, Any]:
+    """Fine-tune ``backbone``'s encoder as a multi-label sequence classifier with ``transformers.Trainer``."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers.utils import logging as hf_logging
+
+    from embedensemble.backbones import configure_torch_threads, resolve_weights
+
+    configure_torch_threads()
+    path = str(resolve_weights(backbone))
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "newly initialized classifier" and similar notices
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=Y_train.shape[1], problem_type="multi_label_classification"
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    train_set = _Texts(dict(tokenizer(list(train_texts), truncation=True, max_length=max_length)), Y_train)
+    eval_set = _Texts(dict(tokenizer(list(eval_texts), truncation=True, max_length=max_length)), None)
+    with tempfile.TemporaryDirectory(prefix="bench-trainer-") as output_dir:
+        args = TrainingArguments(
+            output_dir=output_dir,
+            num_train_epochs=epochs,
+            learning_rate=lr,
+            per_device_train_batch_size=batch_size,
+            per_device_eval_batch_size=128,
+            eval_strategy="no",
+            save_strategy="no",
+            logging_strategy="no",
+            report_to="none",
+            use_cpu=True,
+            seed=seed,
+            disable_tqdm=True,
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=train_set, data_collator=DataCollatorWithPadding(tokenizer))
+        started = time.perf_counter()
+        trainer.train()
+        train_s = time.perf_counter() - started
+        started = time.perf_counter()
+        logits = trainer.predict(eval_set).predictions
+        predict_s = time.perf_counter() - started
+    proba = torch.sigmoid(torch.as_tensor(np.asarray(logits), dtype=torch.float32)).numpy()
+    return {
+        "description": f"AutoModelForSequenceClassification({backbone}, multi-label) + transformers.Trainer, "
+        f"{epochs:g} epoch(s), lr {lr:g}, batch {batch_size}, max_length {max_length}, threshold 0.5",
+        "threshold": 0.5,
+        "eval": evaluate(Y_eval, (proba >= 0.5).astype(int)),
+        "n_train": len(train_texts),
+        "epochs": epochs,
+        "fit_seconds": round(train_s, 2),
+        "train_tweets_per_s": round(len(train_texts) * epochs / train_s, 1),
+        "predict_seconds": round(predict_s, 2),
+    }

@@ -1,0 +1,197 @@
+"""Render ``benchmarks/results/*.json`` into the README between ``<!-- results:start -->`` and ``<!-- results:end -->``.
+
+Every number in the block comes from the JSON files; nothing else in the README is touched.
+
+    python -m benchmarks.readme [--out benchmarks/results] [--readme README.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import RESULTS_DIR, ROOT
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+METRICS = (("macro_f1", "macro-F1"), ("micro_f1", "micro-F1"), ("jaccard", "Jaccard"))
+
+
+def _load(out: Path) -> dict[str, dict[str, Any]]:
+    found = {}
+    for name in ("quality", "cv", "speed", "finetune"):
+        path = Path(out) / f"{name}.json"
+        if path.is_file():
+            found[name] = json.loads(path.read_text(encoding="utf-8"))
+    return found
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _secs(x: Any) -> str:
+    if x is None:
+        return "–"
+    return f"{x / 60:.1f} min" if x >= 120 else f"{x:.1f} s"
+
+
+def _row(cells: list[Any]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows), ""]
+
+
+def _metric_cells(m: dict[str, Any]) -> list[str]:
+    return [_f(m.get(key)) for key, _ in METRICS]
+
+
+def _machine(results: dict[str, dict]) -> list[str]:
+    lines = []
+    seen = set()
+    for name, res in results.items():
+        m = res["machine"]
+        v = m.get("versions", {})
+        text = (f"{m['cpu']}, {m['usable_cores']} usable cores, {m['ram_gb']} GB RAM, {m['os']}; Python {m['python']}, "
+                f"torch {v.get('torch', '?')}, transformers {v.get('transformers', '?')}, sentence-transformers {v.get('sentence-transformers', '?')}")
+        if text not in seen:
+            seen.add(text)
+            lines.append(f"**Machine:** {text}.")
+    runs = ", ".join(f"`{n}` {r['started'][:16].replace('T', ' ')} UTC ({_secs(r.get('wall_seconds'))}, load avg {r['machine']['load_average_at_start'][0]})"
+                     for n, r in results.items())
+    lines.append(f"**Runs:** {runs}. The machine was shared with other jobs, so absolute times are noisy; "
+                 "speed comparisons are ratios measured in the same process.")
+    if any(r.get("quick") for r in results.values()):
+        lines.append("**Note:** some results come from a `--quick` (CI-sized) run and are not meaningful as quality numbers.")
+    return lines + [""]
+
+
+def _quality(res: dict[str, Any]) -> list[str]:
+    lines = [f"### Quality: SemEval-2018 E-c dev ({res['n_eval']} tweets), trained on train ({res['n_train']} tweets), {res['n_folds']}-fold cross-fitting", ""]
+    rows = [[f"**stack** ({len(res['members'])} members)", "per emotion, tuned on stacker OOF", *_metric_cells(res["stack"]["eval"]), "–"]]
+    for name, m in res["members"].items():
+        rows.append([name, "own, tuned on OOF", *_metric_cells(m["eval"]), _secs(m.get("fit_seconds"))])
+        rows.append([name, "0.5", *_metric_cells(m["eval_at_0.5"]), ""])
+    for name, b in res.get("baselines", {}).items():
+        rows.append([f"*baseline:* {name}", "0.5", *_metric_cells(b["eval"]), _secs(b.get("fit_seconds"))])
+    for ref in res.get("references", []):
+        rows.append([f"*published:* {ref['name']}", f"{ref['split']} (not re-run)", *_metric_cells(ref["metrics"]), ""])
+    lines += _table(["system", "thresholds", *(label for _, label in METRICS), "fit time"], rows)
+    v = res["stack_vs_best_member"]
+    verdict = "beats" if v["stack_beats_best_member"] else "does **not** beat"
+    lines.append(f"The stack ({_f(v['stack'])}) {verdict} its best single member `{v['best_member']}` ({_f(v['best_member_score'])}) "
+                 f"on dev macro-F1 (margin {v['margin']:+.3f}). Fit time is the member's {res['n_folds']}-fold cross-fit (embeddings from the cache when present). "
+                 "Baselines are trained once on the whole train split; published results are on the SemEval *test* split, ours on dev.")
+    lines.append("")
+    emotions = list(res["stack"]["eval"]["per_emotion_f1"])
+    rows = [["stack", *(_f(res["stack"]["eval"]["per_emotion_f1"][e], 2) for e in emotions)]]
+    rows += [[name, *(_f(m["eval"]["per_emotion_f1"][e], 2) for e in emotions)] for name, m in res["members"].items()]
+    rows += [[f"*{name}*", *(_f(b["eval"]["per_emotion_f1"][e], 2) for e in emotions)] for name, b in res.get("baselines", {}).items()]
+    lines += ["Per-emotion F1 on dev (members at their tuned thresholds, baselines at 0.5):", ""]
+    lines += _table(["system", *emotions], rows)
+    return lines
+
+
+def _cv(res: dict[str, Any]) -> list[str]:
+    lines = [f"### Cross-validation: Kaggle train (SemEval train+dev, {res['n_train']} tweets), {res['n_folds']}-fold out-of-fold", ""]
+    rows = [["**stack**", "per emotion", *_metric_cells(res["stack"]["oof"]), "–"]]
+    for name, m in res["members"].items():
+        rows.append([name, "own, tuned on OOF", *_metric_cells(m["oof"]), _secs(m.get("fit_seconds"))])
+        rows.append([name, "0.5", *_metric_cells(m["oof_at_0.5"]), ""])
+    lines += _table(["system", "thresholds", *(label for _, label in METRICS), "fit time"], rows)
+    lines.append("The stack's OOF scores come from a second level of cross-fitting, and its thresholds are tuned on those same OOF predictions (so they are slightly optimistic).")
+    return lines + [""]
+
+
+def _speed(res: dict[str, Any]) -> list[str]:
+    lines = ["### Speed", ""]
+    rows = []
+    for backbone, emb in res.get("embedding", {}).items():
+        for variant, v in emb["variants"].items():
+            if "skipped" in v:
+                rows.append([backbone, variant, "skipped", "", ""])
+            else:
+                rows.append([backbone, variant, _f(v["tweets_per_s"], 0), f"{v['ratio_vs_reference']:.2f}×", _f(v["min_cosine_vs_reference"], 4)])
+    if rows:
+        n = next(iter(res["embedding"].values()))["n_texts"]
+        lines += [f"Embedding throughput on the same {n} SemEval train tweets (best of the repeats; model load excluded):", ""]
+        lines += _table(["model", "how", "tweets/s", "vs SentenceTransformer", "min cosine vs ST"], rows)
+    q = res.get("onnx_quality")
+    if q:
+        rows = [[name, _f(v["eval"]["macro_f1"]), _f(v["eval"]["micro_f1"]), _secs(v["embed_seconds"])] for name, v in q.items() if isinstance(v, dict) and "eval" in v]
+        lines += [f"Does ONNX / int8 cost quality? {q['backbone']} embeddings + {q['head']}, trained on {q['n_train']}, scored on {q['n_eval']} dev tweets:", ""]
+        lines += _table(["embeddings", "dev macro-F1", "dev micro-F1", f"embed {q['n_train'] + q['n_eval']} tweets"], rows)
+    fit = res.get("fit")
+    if fit:
+        lines += [f"Fit of `{fit['config']}` ({len(fit['members'])} members, {fit['n_folds']} folds) on {fit['n_train']} train tweets + {fit['n_eval']} dev tweets, "
+                  f"with an empty embedding cache (cold) and again with the same cache and a new run folder (warm): "
+                  f"**{fit['speedup_warm_vs_cold']:.2f}×** faster warm.", ""]
+        rows = [[phase, _secs(fit[phase]["wall_seconds"]), fit[phase]["cache_hits"], fit[phase]["cache_misses"], _f(fit[phase]["peak_rss_mb"], 0)] for phase in ("cold", "warm")]
+        lines += _table(["fit", "wall time", "cache hits", "cache misses (texts embedded)", "peak RSS MB"], rows)
+    p = res.get("predict")
+    if p:
+        lines += [f"Prediction with a loaded ensemble ({', '.join(p['members'])}; fold models per member: {max(p['folds_per_member'].values())}), "
+                  f"fresh empty embedding cache ({p['cache']}):", ""]
+        rows = [["throughput", f"{_f(p['tweets_per_s'], 1)} tweets/s ({p['n_texts']} tweets, {_secs(p['seconds'])})"],
+                ["same tweets again (cache warm)", f"{_f(p['repeat_call_tweets_per_s'], 1)} tweets/s"],
+                ["single-tweet latency", f"median {_f(p['latency_ms']['median'], 0)} ms, p90 {_f(p['latency_ms']['p90'], 0)} ms ({p['latency_ms']['calls']} calls)"],
+                ["load + first call", f"{_secs(p['load_seconds'])} + {_secs(p['first_call_seconds'])}"],
+                ["peak RSS while predicting", f"{_f(p['peak_rss_mb'], 0)} MB"]]
+        share = p.get("fold_models_sharing")
+        if share:
+            rows.append([f"`{share['member']}` fold models without the cache", f"{share['no_cache_slowdown']:.2f}× slower ({share['n_texts']} tweets: each fold model re-embeds them)"])
+        lines += _table(["", ""], rows)
+    return lines
+
+
+def _finetune(res: dict[str, Any]) -> list[str]:
+    lines = ["### CPU fine-tuning (`experiments/finetune-cpu.json`, SemEval train -> dev)", ""]
+    if res.get("skipped"):
+        return lines + [f"Skipped: {res.get('reason')}", ""]
+    rows = [[f"**stack with** {', '.join(res['finetuned_members'])}", "tuned", *_metric_cells(res["stack_with_finetuned"]["eval"]), "–"],
+            ["**stack without**", "tuned", *_metric_cells(res["stack_without_finetuned"]["eval"]), "–"]]
+    for name, m in res["members"].items():
+        rows.append([name, "own, tuned on OOF", *_metric_cells(m["eval"]), _secs(m.get("fit_seconds"))])
+        rows.append([name, "0.5", *_metric_cells(m["eval_at_0.5"]), ""])
+    return lines + _table(["system", "thresholds", *(label for _, label in METRICS), "fit time"], rows)
+
+
+def render(out: Path = RESULTS_DIR) -> str:
+    results = _load(out)
+    if not results:
+        return "No benchmark results yet: run `python -m benchmarks.run`."
+    lines = ["Produced by `python -m benchmarks.run` from `benchmarks/results/*.json` (do not edit by hand).", ""]
+    lines += _machine(results)
+    for name, render_section in (("quality", _quality), ("cv", _cv), ("finetune", _finetune), ("speed", _speed)):
+        if name in results:
+            lines += render_section(results[name])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def update_readme(out: Path = RESULTS_DIR, readme: Path = ROOT / "README.md") -> Path:
+    """Replace the text between the markers (and nothing else) with :func:`render`'s block."""
+    from embedensemble.io import atomic_write_text
+
+    text = readme.read_text(encoding="utf-8")
+    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
+        raise ValueError(f"{readme} must hold exactly one {START} ... {END} block")
+    head, rest = text.split(START)
+    _, tail = rest.split(END)
+    return atomic_write_text(readme, f"{head}{START}\n{render(out)}{END}{tail}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.readme", description="render benchmark JSON into the README block")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    args = parser.parse_args(argv)
+    update_readme(args.out, args.readme)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,391 @@
+"""Speed section: embedding throughput, cold vs warm fits, prediction throughput and latency, ONNX/int8.
+
+Every timing is taken in the same process on the same texts, so the ratios hold even on a shared,
+noisy machine; variants are interleaved and repeated, and the best repeat counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import shutil
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import PeakRSS, Section, rss_mb
+
+if TYPE_CHECKING:
+    from .run import Bench
+
+logger = logging.getLogger("benchmarks.speed")
+
+
+@contextlib.contextmanager
+def count_cache_hits() -> Iterator[dict[str, int]]:
+    """Sum ``EmbeddingCache`` hits/misses over every cache instance (the library keeps them per instance)."""
+    from embedensemble.cache import EmbeddingCache
+
+    stats = {"hits": 0, "misses": 0, "calls": 0}
+    original = EmbeddingCache.get_or_compute
+
+    def counted(self: Any, namespace: str, texts: Any, compute: Any) -> np.ndarray:
+        hits, misses = self.hits, self.misses
+        try:
+            return original(self, namespace, texts, compute)
+        finally:
+            stats["hits"] += self.hits - hits
+            stats["misses"] += self.misses - misses
+            stats["calls"] += 1
+
+    EmbeddingCache.get_or_compute = counted  # type: ignore[method-assign]
+    try:
+        yield stats
+    finally:
+        EmbeddingCache.get_or_compute = original  # type: ignore[method-assign]
+
+
+# ----------------------------------------------------------------------------- ONNX encoders
+
+
+class OnnxEncoder:
+    """Mean-pooled, L2-normalised sentence embeddings from an ONNX export of a backbone, run by onnxruntime.
+
+    The export (torch's TorchScript exporter) takes a prepared 4-D attention mask: given a 2-D mask,
+    transformers 5's mask builder is traced as a constant and the ONNX vectors drift (cosine ~0.9).
+    """
+
+    def __init__(self, backbone: str, folder: Path, *, int8: bool = False, batch_size: int = 64) -> None:
+        from embedensemble.backbones import get_backbone_spec, resolve_weights
+
+        self.spec = get_backbone_spec(backbone)
+        self.path = resolve_weights(self.spec)
+        self.folder, self.int8, self.batch_size = Path(folder), int8, batch_size
+        self.export_seconds = 0.0
+
+    def _export(self) -> Path:
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        fp32 = self.folder / "model.onnx"
+        if not fp32.is_file():
+            started = time.perf_counter()
+            model = AutoModel.from_pretrained(str(self.path), local_files_only=True).eval()
+            tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+            wrapper = _PooledForExport(model)
+            sample = tokenizer(["an example tweet", "a longer example tweet for the export"], padding=True, return_tensors="pt")
+            self.folder.mkdir(parents=True, exist_ok=True)
+            axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}}
+            partial = fp32.with_suffix(".partial")
+            with torch.no_grad():
+                torch.onnx.export(wrapper, (sample["input_ids"], sample["attention_mask"]), str(partial), input_names=["input_ids", "attention_mask"],
+                                  output_names=["embedding"], dynamic_axes=axes, opset_version=17, dynamo=False)
+            partial.replace(fp32)
+            self.export_seconds += time.perf_counter() - started
+        if not self.int8:
+            return fp32
+        int8 = self.folder / "model-int8.onnx"
+        if not int8.is_file():
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            started = time.perf_counter()
+            quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+            self.export_seconds += time.perf_counter() - started
+        return int8
+
+    def load(self) -> OnnxEncoder:
+        import onnxruntime as ort
+        from transformers import AutoTokenizer
+
+        from embedensemble.backbones import configure_torch_threads
+
+        model_file = self._export()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = configure_torch_threads()
+        self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
+        return self
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), 0), dtype=np.float32)
+        for start in range(0, len(texts), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            enc = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=self.spec.max_length, return_tensors="np")
+            vectors = self.session.run(None, {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)})[0]
+            if out.shape[1] == 0:
+                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[rows] = vectors
+        return out
+
+
+def _PooledForExport(model: Any) -> Any:  # noqa: N802 - builds a torch module lazily (torch imported on use)
+    import torch
+
+    takes_token_types = "token_type_ids" in inspect.signature(model.forward).parameters
+
+    class Pooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            mask4d = attention_mask[:, None, None, :].bool()
+            extra = {"token_type_ids": torch.zeros_like(input_ids)} if takes_token_types else {}
+            hidden = self.model(input_ids=input_ids, attention_mask=mask4d, **extra).last_hidden_state
+            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=-1)
+
+    return Pooled()
+
+
+# ----------------------------------------------------------------------------- embedding throughput
+
+
+def _threads(n: int) -> Callable[[Callable], Callable]:
+    def wrap(fn: Callable) -> Callable:
+        def call(texts: list[str]) -> np.ndarray:
+            import torch
+
+            before = torch.get_num_threads()
+            torch.set_num_threads(n)
+            try:
+                return fn(texts)
+            finally:
+                torch.set_num_threads(before)
+
+        return call
+
+    return wrap
+
+
+def _variants(backbone: str, tmp: Path, bench: Bench, extras: bool) -> dict[str, tuple[Callable[[list[str]], np.ndarray], float]]:
+    """name -> (encode function, load seconds); the first is the reference (plain sentence-transformers)."""
+    from sentence_transformers import SentenceTransformer
+
+    from embedensemble.backbones import Encoder, resolve_weights
+    from embedensemble.cache import EmbeddingCache, embed_texts
+
+    out: dict[str, tuple[Callable, float]] = {}
+    t0 = time.perf_counter()
+    st = SentenceTransformer(str(resolve_weights(backbone)), device="cpu")
+    out["SentenceTransformer.encode"] = (lambda t: st.encode(t, show_progress_bar=False, convert_to_numpy=True), time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    encoder = Encoder(backbone)
+    encoder.encode(["warm-up"])
+    out["Encoder.encode (batch 64)"] = (encoder.encode, time.perf_counter() - t0)
+    out["embed_texts, empty cache"] = (lambda t: embed_texts(t, encoder, EmbeddingCache(tmp / f"cold-{uuid.uuid4().hex}")), 0.0)
+    warm_root = tmp / f"warm-{backbone}"
+
+    def warm(texts: list[str]) -> np.ndarray:  # a new cache object each time, as a new process would read it
+        return embed_texts(texts, encoder, EmbeddingCache(warm_root))
+
+    out["embed_texts, warm cache"] = (warm, 0.0)
+    if extras:
+        for batch in (32, 128):
+            other = Encoder(backbone, batch_size=batch)
+            other.encode(["warm-up"])
+            out[f"Encoder.encode (batch {batch})"] = (other.encode, 0.0)
+        out["Encoder.encode, 1 torch thread"] = (_threads(1)(encoder.encode), 0.0)
+        for int8 in (False, True):
+            name = f"ONNX Runtime {'int8 (dynamic)' if int8 else 'fp32'}"
+            try:
+                t0 = time.perf_counter()
+                onnx = OnnxEncoder(backbone, bench.runs_root / "bench-onnx" / backbone, int8=int8).load()
+                onnx.encode(["warm-up"])
+                out[name] = (onnx.encode, time.perf_counter() - t0)
+            except Exception as exc:  # onnx missing or export failure: record, go on
+                logger.warning("%s skipped: %s", name, exc)
+                out[name] = (None, f"{type(exc).__name__}: {exc}")  # type: ignore[assignment]
+    return out
+
+
+def embedding_throughput(bench: Bench, backbone: str, texts: list[str], repeats: int, extras: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-emb-") as tmp:
+        variants = _variants(backbone, Path(tmp), bench, extras)
+        from embedensemble.backbones import Encoder
+        from embedensemble.cache import EmbeddingCache, embed_texts
+
+        embed_texts(texts, Encoder(backbone), EmbeddingCache(Path(tmp) / f"warm-{backbone}"))  # fill the warm cache
+        seconds: dict[str, list[float]] = {name: [] for name, (fn, _) in variants.items() if fn is not None}
+        outputs: dict[str, np.ndarray] = {}
+        for _ in range(repeats):  # interleaved, so background load hits every variant alike
+            for name in seconds:
+                started = time.perf_counter()
+                outputs[name] = np.asarray(variants[name][0](texts))
+                seconds[name].append(time.perf_counter() - started)
+                logger.info("%s %s: %.1f tweets/s", backbone, name, len(texts) / seconds[name][-1])
+    reference = "SentenceTransformer.encode"
+    result: dict[str, Any] = {"n_texts": len(texts), "repeats": repeats, "reference": reference, "variants": {}}
+    for name, (fn, load) in variants.items():
+        if fn is None:
+            result["variants"][name] = {"skipped": load}
+            continue
+        best = min(seconds[name])
+        cosine = np.sum(outputs[name] * outputs[reference], axis=1) / (
+            np.linalg.norm(outputs[name], axis=1) * np.linalg.norm(outputs[reference], axis=1))
+        result["variants"][name] = {
+            "seconds": [round(s, 2) for s in seconds[name]],
+            "tweets_per_s": round(len(texts) / best, 1),
+            "ratio_vs_reference": round(min(seconds[reference]) / best, 3),
+            "load_seconds": round(load, 2) if load else None,
+            "min_cosine_vs_reference": round(float(cosine.min()), 5),
+        }
+    return result
+
+
+def onnx_quality(bench: Bench, backbone: str) -> dict[str, Any]:
+    """Dev macro-F1 of backbone + one-vs-rest LogisticRegression (threshold 0.5) with torch vs ONNX vectors."""
+    from embedensemble.cache import EmbeddingCache, embed_texts
+
+    from .baselines import _ovr_logreg
+    from embedensemble.metrics import evaluate
+
+    train, dev = bench.semeval_train, bench.semeval_dev
+    texts = train.texts + dev.texts
+    sources: dict[str, Callable[[list[str]], np.ndarray]] = {
+        "torch (Encoder, cached)": lambda t: embed_texts(t, backbone, EmbeddingCache(bench.cache_dir) if bench.cache_dir else EmbeddingCache()),
+    }
+    for int8 in (False, True):
+        name = f"ONNX Runtime {'int8 (dynamic)' if int8 else 'fp32'}"
+        try:
+            sources[name] = OnnxEncoder(backbone, bench.runs_root / "bench-onnx" / backbone, int8=int8).load().encode
+        except Exception as exc:
+            logger.warning("%s skipped: %s", name, exc)
+    result: dict[str, Any] = {"backbone": backbone, "n_train": len(train), "n_eval": len(dev), "head": "one-vs-rest LogisticRegression, threshold 0.5"}
+    for name, encode in sources.items():
+        started = time.perf_counter()
+        X = np.asarray(encode(texts))
+        embed_s = time.perf_counter() - started
+        model = _ovr_logreg().fit(X[: len(train)], train.labels)
+        proba = np.asarray(model.predict_proba(X[len(train):]))
+        metrics = evaluate(dev.labels, (proba >= 0.5).astype(int))
+        result[name] = {"eval": metrics, "embed_seconds": round(embed_s, 1)}
+        logger.info("onnx quality %s %s: macro-F1 %.4f", backbone, name, metrics["macro_f1"])
+    return result
+
+
+# ----------------------------------------------------------------------------- fit and predict
+
+
+def fit_cold_warm(bench: Bench, tmp: Path) -> dict[str, Any]:
+    """The config fitted twice on the same rows: a fresh empty embedding cache, then the same cache and a new run folder."""
+    from embedensemble.fitting import fit_members
+    from embedensemble.stacking import stack_run
+
+    config = bench.config_for_speed()
+    config.cache_dir = str(tmp / "cache")
+    train = bench.semeval_train.subset(np.arange(min(bench.sizes["fit_rows"], len(bench.semeval_train))))
+    result: dict[str, Any] = {"config": config.name, "members": [m.name for m in config.members], "n_folds": config.cv.n_folds,
+                              "n_train": len(train), "n_eval": len(bench.semeval_dev)}
+    for phase in ("cold", "warm"):
+        with count_cache_hits() as stats, PeakRSS() as memory:
+            started = time.perf_counter()
+            fit_members(config, train, tmp / f"run-{phase}", eval=bench.semeval_dev)
+            stack_run(tmp / f"run-{phase}", write_report=False)
+            wall = time.perf_counter() - started
+        result[phase] = {"wall_seconds": round(wall, 1), "cache_hits": stats["hits"], "cache_misses": stats["misses"], "peak_rss_mb": memory.peak_mb}
+        logger.info("fit %s: %.1fs, cache hits %d, misses %d", phase, wall, stats["hits"], stats["misses"])
+    result["speedup_warm_vs_cold"] = round(result["cold"]["wall_seconds"] / max(result["warm"]["wall_seconds"], 1e-9), 2)
+    result["ensemble_dir"] = str(tmp / "run-cold" / "ensemble")
+    return result
+
+
+def _unique_repeats(texts: list[str], n: int) -> list[str]:
+    """``texts`` repeated up to ``n``; copy ``k`` gets ``k`` trailing spaces, which tokenizers drop but the cache key does not."""
+    return [texts[i % len(texts)] + " " * (i // len(texts)) for i in range(n)]
+
+
+def predict_speed(bench: Bench, ensemble_dir: Path, tmp: Path) -> dict[str, Any]:
+    from embedensemble import EmotionEnsemble
+    from embedensemble.members.base import MemberContext, load_member
+
+    n, n_latency = bench.sizes["predict"], bench.sizes["latency_calls"]
+    pool = bench.semeval_dev.texts + (bench.semeval_test.texts if bench.semeval_test is not None else [])
+    texts = _unique_repeats(pool, n)
+    unseen = bench.semeval_train.texts[-(n_latency + 2):]  # never in ``texts``; the fresh cache has none of them
+    result: dict[str, Any] = {"ensemble_dir": str(ensemble_dir), "n_texts": n, "texts": "dev+test tweets repeated to n, each copy made unique (trailing spaces) so the cache cannot serve repeats",
+                              "use_cache_switch": False, "cache": "fresh empty cache_dir (EmotionEnsemble has no switch to disable the embedding cache)"}
+    rss_before = rss_mb()
+    started = time.perf_counter()
+    ensemble = EmotionEnsemble.load(ensemble_dir)
+    ensemble.config.cache_dir = str(tmp / "predict-cache")
+    result["load_seconds"] = round(time.perf_counter() - started, 2)
+    started = time.perf_counter()
+    ensemble.predict(unseen[:2])
+    result["first_call_seconds"] = round(time.perf_counter() - started, 2)
+    result["members"] = ensemble.member_names
+    result["folds_per_member"] = {name: len(folds) for name, folds in ensemble.member_folds_.items()}
+    with count_cache_hits() as stats, PeakRSS() as memory:
+        started = time.perf_counter()
+        ensemble.predict(texts)
+        seconds = time.perf_counter() - started
+    result.update(seconds=round(seconds, 1), tweets_per_s=round(n / seconds, 1), peak_rss_mb=memory.peak_mb,
+                  rss_before_load_mb=round(rss_before, 1), cache_hits=stats["hits"], cache_misses=stats["misses"])
+    started = time.perf_counter()
+    ensemble.predict(texts)
+    result["repeat_call_tweets_per_s"] = round(n / (time.perf_counter() - started), 1)
+    latencies = []
+    for tweet in unseen[2:]:
+        started = time.perf_counter()
+        ensemble.predict([tweet])
+        latencies.append((time.perf_counter() - started) * 1000)
+    result["latency_ms"] = {"median": round(statistics.median(latencies), 1), "p90": round(float(np.percentile(latencies, 90)), 1),
+                            "max": round(max(latencies), 1), "calls": len(latencies), "tweets": "distinct, not in the cache"}
+    logger.info("predict: %.1f tweets/s, latency median %.0f ms", result["tweets_per_s"], result["latency_ms"]["median"])
+
+    # What the cache saves inside one call: every fold model of a member embeds the same texts.
+    member = next((m for m in ensemble.member_names if ensemble.config.member(m).features not in (None, "tfidf")), None)
+    if member is not None:
+        sample = texts[: bench.sizes["no_cache"]]
+        timing = {}
+        for label, context in (("fresh cache", MemberContext(cache_dir=str(tmp / "fold-cache"))), ("use_cache=False", MemberContext(use_cache=False))):
+            folds = [load_member(path, context) for path in ensemble.member_folds_[member]]
+            for fold in folds:
+                fold.predict_proba(unseen[:1])  # load encoders (and fill the cache with one tweet)
+            started = time.perf_counter()
+            for fold in folds:
+                fold.predict_proba(sample)
+            timing[label] = round(time.perf_counter() - started, 2)
+        result["fold_models_sharing"] = {"member": member, "n_texts": len(sample), "seconds": timing,
+                                         "no_cache_slowdown": round(timing["use_cache=False"] / max(timing["fresh cache"], 1e-9), 2)}
+    return result
+
+
+# ----------------------------------------------------------------------------- section
+
+
+def run(bench: Bench) -> Path:
+    import torch
+
+    section = Section("speed", bench.out, bench.quick)
+    res = section.result
+    res["torch_threads"] = torch.get_num_threads()
+    rng = np.random.default_rng(0)
+    pool = bench.semeval_train.texts
+    texts = [pool[i] for i in rng.choice(len(pool), size=min(bench.sizes["speed_texts"], len(pool)), replace=False)]
+    res["embedding"] = {}
+    for backbone in bench.speed_backbones:
+        with section.time(f"embedding_{backbone}"):
+            res["embedding"][backbone] = embedding_throughput(bench, backbone, texts, bench.sizes["repeats"] if backbone == "minilm" else 1, extras=backbone == "minilm")
+    with section.time("onnx_quality"):
+        res["onnx_quality"] = onnx_quality(bench, "minilm")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-speed-", dir=bench.runs_root))
+    try:
+        with section.time("fit_cold_warm"):
+            res["fit"] = fit_cold_warm(bench, tmp)
+        trained = bench.runs_root / "bench-semeval" / "ensemble"
+        ensemble_dir = trained if not bench.quick and (trained / "manifest.json").is_file() else Path(res["fit"]["ensemble_dir"])
+        with section.time("predict"):
+            res["predict"] = predict_speed(bench, ensemble_dir, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return section.finish()
