@@ -77,6 +77,18 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def library_threads() -> int:
+    """Torch threads the library's encoder would use now (its load-aware policy, when it has one)."""
+    try:
+        from embedensemble.backbones import default_num_threads
+    except ImportError:
+        import torch
+
+        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        return max(1, min(torch.get_num_threads(), usable))
+    return int(default_num_threads())
+
+
 def rss_mb() -> float:
     import psutil
 
@@ -126,7 +138,10 @@ class Section:
     started: float = field(default_factory=time.perf_counter)
 
     def __post_init__(self) -> None:
-        self.result.update(section=self.name, quick=self.quick, machine=machine_info(), started=now_iso(), timings={})
+        import torch
+
+        self.result.update(section=self.name, quick=self.quick, machine=machine_info(), started=now_iso(), timings={},
+                           torch_threads=torch.get_num_threads())
 
     def time(self, key: str) -> _Timer:
         return _Timer(self.result["timings"], key)

@@ -81,7 +81,13 @@ def st_logreg(backbone: str, train_texts: list[str], Y_train: np.ndarray, eval_t
     metrics, fit_s = _score(_ovr_logreg(), X[: len(train_texts)], Y_train, X[len(train_texts):], Y_eval)
     return {"description": f"frozen SentenceTransformer({backbone}).encode + one-vs-rest LogisticRegression, threshold 0.5",
             "threshold": 0.5, "eval": metrics, "fit_seconds": round(fit_s, 2), "embed_seconds": round(embed_s, 2),
-            "embed_tweets_per_s": round(len(X) / embed_s, 1)}
+            "embed_tweets_per_s": round(len(X) / embed_s, 1), "torch_threads": _torch_threads()}
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 class _Texts:
@@ -118,9 +124,8 @@ def trainer_finetune(
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
-    from embedensemble.backbones import configure_torch_threads, resolve_weights
+    from embedensemble.backbones import resolve_weights
 
-    configure_torch_threads()
     path = str(resolve_weights(backbone))
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized classifier" and similar notices
@@ -163,6 +168,7 @@ def trainer_finetune(
         "eval": evaluate(Y_eval, (proba >= 0.5).astype(int)),
         "n_train": len(train_texts),
         "epochs": epochs,
+        "torch_threads": torch.get_num_threads(),
         "fit_seconds": round(train_s, 2),
         "train_tweets_per_s": round(len(train_texts) * epochs / train_s, 1),
         "predict_seconds": round(predict_s, 2),

@@ -134,17 +134,17 @@ def _speed(res: dict[str, Any]) -> list[str]:
         lines += _table(["fit", "wall time", "cache hits", "cache misses (texts embedded)", "peak RSS MB"], rows)
     p = res.get("predict")
     if p:
-        lines += [f"Prediction with a loaded ensemble ({', '.join(p['members'])}; fold models per member: {max(p['folds_per_member'].values())}), "
-                  f"fresh empty embedding cache ({p['cache']}):", ""]
-        rows = [["throughput", f"{_f(p['tweets_per_s'], 1)} tweets/s ({p['n_texts']} tweets, {_secs(p['seconds'])})"],
-                ["same tweets again (cache warm)", f"{_f(p['repeat_call_tweets_per_s'], 1)} tweets/s"],
-                ["single-tweet latency", f"median {_f(p['latency_ms']['median'], 0)} ms, p90 {_f(p['latency_ms']['p90'], 0)} ms ({p['latency_ms']['calls']} calls)"],
-                ["load + first call", f"{_secs(p['load_seconds'])} + {_secs(p['first_call_seconds'])}"],
-                ["peak RSS while predicting", f"{_f(p['peak_rss_mb'], 0)} MB"]]
-        share = p.get("fold_models_sharing")
-        if share:
-            rows.append([f"`{share['member']}` fold models without the cache", f"{share['no_cache_slowdown']:.2f}× slower ({share['n_texts']} tweets: each fold model re-embeds them)"])
-        lines += _table(["", ""], rows)
+        fresh, none = p["fresh_cache"], p.get("no_cache")
+        lines += [f"Prediction with a loaded ensemble ({', '.join(p['members'])}; {max(p['folds_per_member'].values())} fold models per member), "
+                  "with an empty embedding cache folder (the first fold model of a member embeds, the others read the cache) "
+                  "and with no cache at all (`use_cache=False`: every fold model embeds the texts itself):", ""]
+        rows = [["throughput, empty cache", f"{_f(fresh['tweets_per_s'], 1)} tweets/s ({fresh['n_texts']} tweets in {_secs(fresh['seconds'])}; peak RSS {_f(fresh['peak_rss_mb'], 0)} MB)"],
+                ["same tweets again (cache now warm)", f"{_f(fresh['repeat_call_tweets_per_s'], 1)} tweets/s"]]
+        if none:
+            rows.append(["throughput, no cache", f"{_f(none['tweets_per_s'], 1)} tweets/s ({none['n_texts']} tweets; {none['vs_fresh_cache']:.2f}× the cached rate; peak RSS {_f(none['peak_rss_mb'], 0)} MB)"])
+        rows += [["single-tweet latency, empty cache", f"median {_f(p['latency_ms']['median'], 0)} ms, p90 {_f(p['latency_ms']['p90'], 0)} ms ({p['latency_ms']['calls']} calls)"],
+                 ["load + first call", f"{_secs(p['load_seconds'])} + {_secs(p['first_call_seconds'])}"]]
+        lines += _table(["prediction", "result"], rows)
     return lines
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -50,6 +51,8 @@ class Bench:
     kaggle_dir: Path
     finetune_config: Path
     cache_dir: str | None = None
+    threads: int = 1  # torch threads of this process (set in ``main``)
+    torch_default_threads: int = 1  # what torch picked before the benchmark changed it
     sizes: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -273,6 +276,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--kaggle", type=Path, default=DATA_ROOT / "kaggle-emotion")
     parser.add_argument("--runs", type=Path, default=None, help="parent of the run folders (default artifacts/; --quick: a temporary folder)")
     parser.add_argument("--cache-dir", default=None, help="embedding cache for quality/cv/finetune fits (default: the config's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for the whole run (default: the library's encoder policy at start, 1 on an oversubscribed machine)")
     args = parser.parse_args(argv)
     args.sections = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = sorted(set(args.sections) - set(SECTIONS))
@@ -282,7 +287,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import torch
+
     from embedensemble._logging import set_verbosity
+
+    from . import library_threads
 
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
@@ -292,6 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     runs_root.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     bench = Bench(args.quick, args.out, runs_root, args.config, args.semeval, args.kaggle, args.finetune_config, args.cache_dir)
+    bench.torch_default_threads = torch.get_num_threads()
+    bench.threads = args.threads or library_threads()
+    torch.set_num_threads(bench.threads)  # Trainer, fine-tuning and plain sentence-transformers follow it
+    logger.info("torch threads: %d (torch default %d, load average %.1f)", bench.threads, bench.torch_default_threads, os.getloadavg()[0])
     failed = []
     try:
         for name in args.sections:

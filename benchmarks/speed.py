@@ -62,12 +62,12 @@ class OnnxEncoder:
     transformers 5's mask builder is traced as a constant and the ONNX vectors drift (cosine ~0.9).
     """
 
-    def __init__(self, backbone: str, folder: Path, *, int8: bool = False, batch_size: int = 64) -> None:
+    def __init__(self, backbone: str, folder: Path, *, int8: bool = False, batch_size: int = 64, threads: int = 1) -> None:
         from embedensemble.backbones import get_backbone_spec, resolve_weights
 
         self.spec = get_backbone_spec(backbone)
         self.path = resolve_weights(self.spec)
-        self.folder, self.int8, self.batch_size = Path(folder), int8, batch_size
+        self.folder, self.int8, self.batch_size, self.threads = Path(folder), int8, batch_size, threads
         self.export_seconds = 0.0
 
     def _export(self) -> Path:
@@ -104,11 +104,9 @@ class OnnxEncoder:
         import onnxruntime as ort
         from transformers import AutoTokenizer
 
-        from embedensemble.backbones import configure_torch_threads
-
         model_file = self._export()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = configure_torch_threads()
+        options.intra_op_num_threads = self.threads
         self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
         return self
@@ -150,93 +148,111 @@ def _PooledForExport(model: Any) -> Any:  # noqa: N802 - builds a torch module l
 # ----------------------------------------------------------------------------- embedding throughput
 
 
-def _threads(n: int) -> Callable[[Callable], Callable]:
-    def wrap(fn: Callable) -> Callable:
-        def call(texts: list[str]) -> np.ndarray:
-            import torch
+def _threads(n: int, fn: Callable[[list[str]], np.ndarray]) -> Callable[[list[str]], np.ndarray]:
+    """``fn`` run with ``n`` torch threads (restored afterwards)."""
 
-            before = torch.get_num_threads()
-            torch.set_num_threads(n)
-            try:
-                return fn(texts)
-            finally:
-                torch.set_num_threads(before)
+    def call(texts: list[str]) -> np.ndarray:
+        import torch
 
-        return call
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            return fn(texts)
+        finally:
+            torch.set_num_threads(before)
 
-    return wrap
+    return call
 
 
-def _variants(backbone: str, tmp: Path, bench: Bench, extras: bool) -> dict[str, tuple[Callable[[list[str]], np.ndarray], float]]:
-    """name -> (encode function, load seconds); the first is the reference (plain sentence-transformers)."""
+def _encoder(backbone: str, threads: int | None = None, **kw: Any) -> Any:
+    from embedensemble.backbones import Encoder
+
+    if threads is not None and "num_threads" in inspect.signature(Encoder).parameters:
+        return Encoder(backbone, num_threads=threads, **kw)
+    encoder = Encoder(backbone, **kw)
+    if threads is not None:  # an Encoder without its own thread setting
+        encoder.encode = _threads(threads, encoder.encode)
+    return encoder
+
+
+Variant = tuple[Callable[[list[str]], np.ndarray] | None, Any]
+
+
+def _variants(backbone: str, tmp: Path, bench: Bench, extras: bool) -> dict[str, Variant]:
+    """name -> (encode function, load seconds, or the reason it was skipped); the first is the reference."""
     from sentence_transformers import SentenceTransformer
 
-    from embedensemble.backbones import Encoder, resolve_weights
+    from embedensemble.backbones import resolve_weights
     from embedensemble.cache import EmbeddingCache, embed_texts
 
-    out: dict[str, tuple[Callable, float]] = {}
+    d = bench.torch_default_threads
+    out: dict[str, Variant] = {}
     t0 = time.perf_counter()
     st = SentenceTransformer(str(resolve_weights(backbone)), device="cpu")
-    out["SentenceTransformer.encode"] = (lambda t: st.encode(t, show_progress_bar=False, convert_to_numpy=True), time.perf_counter() - t0)
+    plain = lambda t: st.encode(t, show_progress_bar=False, convert_to_numpy=True)  # noqa: E731
+    out[f"SentenceTransformer.encode, {d} threads (torch default)"] = (_threads(d, plain), time.perf_counter() - t0)
+    if d != 1:
+        out["SentenceTransformer.encode, 1 thread"] = (_threads(1, plain), None)
     t0 = time.perf_counter()
-    encoder = Encoder(backbone)
+    encoder = _encoder(backbone)
     encoder.encode(["warm-up"])
-    out["Encoder.encode (batch 64)"] = (encoder.encode, time.perf_counter() - t0)
-    out["embed_texts, empty cache"] = (lambda t: embed_texts(t, encoder, EmbeddingCache(tmp / f"cold-{uuid.uuid4().hex}")), 0.0)
+    out["Encoder.encode (library thread policy)"] = (encoder.encode, time.perf_counter() - t0)
+    out["embed_texts, empty cache"] = (lambda t: embed_texts(t, encoder, EmbeddingCache(tmp / f"cold-{uuid.uuid4().hex}")), None)
     warm_root = tmp / f"warm-{backbone}"
 
     def warm(texts: list[str]) -> np.ndarray:  # a new cache object each time, as a new process would read it
         return embed_texts(texts, encoder, EmbeddingCache(warm_root))
 
-    out["embed_texts, warm cache"] = (warm, 0.0)
-    if extras:
-        for batch in (32, 128):
-            other = Encoder(backbone, batch_size=batch)
-            other.encode(["warm-up"])
-            out[f"Encoder.encode (batch {batch})"] = (other.encode, 0.0)
-        out["Encoder.encode, 1 torch thread"] = (_threads(1)(encoder.encode), 0.0)
-        for int8 in (False, True):
-            name = f"ONNX Runtime {'int8 (dynamic)' if int8 else 'fp32'}"
-            try:
-                t0 = time.perf_counter()
-                onnx = OnnxEncoder(backbone, bench.runs_root / "bench-onnx" / backbone, int8=int8).load()
-                onnx.encode(["warm-up"])
-                out[name] = (onnx.encode, time.perf_counter() - t0)
-            except Exception as exc:  # onnx missing or export failure: record, go on
-                logger.warning("%s skipped: %s", name, exc)
-                out[name] = (None, f"{type(exc).__name__}: {exc}")  # type: ignore[assignment]
+    out["embed_texts, warm cache"] = (warm, None)
+    if not extras:
+        return out
+    for n in sorted({1, d}):
+        out[f"Encoder.encode, {n} thread{'s' if n > 1 else ''}"] = (_encoder(backbone, threads=n).encode, None)
+    for batch in (32, 128):
+        out[f"Encoder.encode, batch {batch} (default 64)"] = (_encoder(backbone, batch_size=batch).encode, None)
+    for int8 in (False, True):
+        name = f"ONNX Runtime {'int8 (dynamic quantization)' if int8 else 'fp32'}, {bench.threads} thread{'s' if bench.threads > 1 else ''}"
+        try:
+            t0 = time.perf_counter()
+            onnx = OnnxEncoder(backbone, bench.runs_root / "bench-onnx" / backbone, int8=int8, threads=bench.threads).load()
+            out[name] = (onnx.encode, time.perf_counter() - t0)
+        except Exception as exc:  # onnx missing or export failure: record, go on
+            logger.warning("%s skipped: %s", name, exc)
+            out[name] = (None, f"{type(exc).__name__}: {exc}")
     return out
 
 
 def embedding_throughput(bench: Bench, backbone: str, texts: list[str], repeats: int, extras: bool) -> dict[str, Any]:
+    from embedensemble.cache import EmbeddingCache, embed_texts
+
     with tempfile.TemporaryDirectory(prefix="bench-emb-") as tmp:
         variants = _variants(backbone, Path(tmp), bench, extras)
-        from embedensemble.backbones import Encoder
-        from embedensemble.cache import EmbeddingCache, embed_texts
-
-        embed_texts(texts, Encoder(backbone), EmbeddingCache(Path(tmp) / f"warm-{backbone}"))  # fill the warm cache
-        seconds: dict[str, list[float]] = {name: [] for name, (fn, _) in variants.items() if fn is not None}
+        embed_texts(texts, _encoder(backbone), EmbeddingCache(Path(tmp) / f"warm-{backbone}"))  # fill the warm cache
+        runnable = {name: fn for name, (fn, _) in variants.items() if fn is not None}
+        for fn in runnable.values():
+            fn(texts[:16])  # warm-up: first-call costs (lazy init, allocator) are not throughput
+        seconds: dict[str, list[float]] = {name: [] for name in runnable}
         outputs: dict[str, np.ndarray] = {}
         for _ in range(repeats):  # interleaved, so background load hits every variant alike
-            for name in seconds:
+            for name, fn in runnable.items():
                 started = time.perf_counter()
-                outputs[name] = np.asarray(variants[name][0](texts))
+                outputs[name] = np.asarray(fn(texts))
                 seconds[name].append(time.perf_counter() - started)
                 logger.info("%s %s: %.1f tweets/s", backbone, name, len(texts) / seconds[name][-1])
-    reference = "SentenceTransformer.encode"
+    reference = next(iter(variants))
     result: dict[str, Any] = {"n_texts": len(texts), "repeats": repeats, "reference": reference, "variants": {}}
     for name, (fn, load) in variants.items():
         if fn is None:
             result["variants"][name] = {"skipped": load}
             continue
         best = min(seconds[name])
-        cosine = np.sum(outputs[name] * outputs[reference], axis=1) / (
-            np.linalg.norm(outputs[name], axis=1) * np.linalg.norm(outputs[reference], axis=1))
+        a, b = outputs[name], outputs[reference]
+        cosine = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
         result["variants"][name] = {
-            "seconds": [round(s, 2) for s in seconds[name]],
+            "seconds": [round(x, 2) for x in seconds[name]],
             "tweets_per_s": round(len(texts) / best, 1),
             "ratio_vs_reference": round(min(seconds[reference]) / best, 3),
-            "load_seconds": round(load, 2) if load else None,
+            "load_seconds": round(load, 2) if isinstance(load, float) else None,
             "min_cosine_vs_reference": round(float(cosine.min()), 5),
         }
     return result
@@ -257,7 +273,7 @@ def onnx_quality(bench: Bench, backbone: str) -> dict[str, Any]:
     for int8 in (False, True):
         name = f"ONNX Runtime {'int8 (dynamic)' if int8 else 'fp32'}"
         try:
-            sources[name] = OnnxEncoder(backbone, bench.runs_root / "bench-onnx" / backbone, int8=int8).load().encode
+            sources[name] = OnnxEncoder(backbone, bench.runs_root / "bench-onnx" / backbone, int8=int8, threads=bench.threads).load().encode
         except Exception as exc:
             logger.warning("%s skipped: %s", name, exc)
     result: dict[str, Any] = {"backbone": backbone, "n_train": len(train), "n_eval": len(dev), "head": "one-vs-rest LogisticRegression, threshold 0.5"}
@@ -304,59 +320,66 @@ def _unique_repeats(texts: list[str], n: int) -> list[str]:
     return [texts[i % len(texts)] + " " * (i // len(texts)) for i in range(n)]
 
 
-def predict_speed(bench: Bench, ensemble_dir: Path, tmp: Path) -> dict[str, Any]:
+def _load_ensemble(path: Path, *, cache_dir: str | None, use_cache: bool = True) -> Any:
+    """``EmotionEnsemble.load`` with an embedding cache folder, or none at all."""
     from embedensemble import EmotionEnsemble
     from embedensemble.members.base import MemberContext, load_member
+
+    if "use_cache" in inspect.signature(EmotionEnsemble.load).parameters:
+        return EmotionEnsemble.load(path, use_cache=use_cache, cache_dir=cache_dir)
+    ensemble = EmotionEnsemble.load(path)  # older API: no switch; the cache folder comes from the config
+    ensemble.config.cache_dir = cache_dir
+    if not use_cache:
+        context = MemberContext(seed=ensemble.config.seed, device=ensemble.config.device, use_cache=False)
+        ensemble._loaded = {n: [load_member(f, context) for f in folds] for n, folds in ensemble.member_folds_.items()}
+    return ensemble
+
+
+def _timed_predict(ensemble: Any, texts: list[str]) -> dict[str, Any]:
+    with count_cache_hits() as stats, PeakRSS() as memory:
+        started = time.perf_counter()
+        ensemble.predict(texts)
+        seconds = time.perf_counter() - started
+    return {"n_texts": len(texts), "seconds": round(seconds, 1), "tweets_per_s": round(len(texts) / seconds, 1),
+            "peak_rss_mb": memory.peak_mb, "cache_hits": stats["hits"], "cache_misses": stats["misses"]}
+
+
+def predict_speed(bench: Bench, ensemble_dir: Path, tmp: Path) -> dict[str, Any]:
+    from embedensemble import EmotionEnsemble
 
     n, n_latency = bench.sizes["predict"], bench.sizes["latency_calls"]
     pool = bench.semeval_dev.texts + (bench.semeval_test.texts if bench.semeval_test is not None else [])
     texts = _unique_repeats(pool, n)
-    unseen = bench.semeval_train.texts[-(n_latency + 2):]  # never in ``texts``; the fresh cache has none of them
-    result: dict[str, Any] = {"ensemble_dir": str(ensemble_dir), "n_texts": n, "texts": "dev+test tweets repeated to n, each copy made unique (trailing spaces) so the cache cannot serve repeats",
-                              "use_cache_switch": False, "cache": "fresh empty cache_dir (EmotionEnsemble has no switch to disable the embedding cache)"}
-    rss_before = rss_mb()
+    unseen = bench.semeval_train.texts[-(n_latency + 4):]  # never in ``texts``; the fresh caches hold none of them
+    result: dict[str, Any] = {
+        "ensemble_dir": str(ensemble_dir), "texts": "dev+test tweets repeated to n; copy k gets k trailing spaces, so no cache can serve repeats",
+        "use_cache_switch": "use_cache" in inspect.signature(EmotionEnsemble.load).parameters, "rss_before_load_mb": round(rss_mb(), 1)}
     started = time.perf_counter()
-    ensemble = EmotionEnsemble.load(ensemble_dir)
-    ensemble.config.cache_dir = str(tmp / "predict-cache")
+    ensemble = _load_ensemble(ensemble_dir, cache_dir=str(tmp / "predict-cache"))
     result["load_seconds"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
     ensemble.predict(unseen[:2])
     result["first_call_seconds"] = round(time.perf_counter() - started, 2)
     result["members"] = ensemble.member_names
     result["folds_per_member"] = {name: len(folds) for name, folds in ensemble.member_folds_.items()}
-    with count_cache_hits() as stats, PeakRSS() as memory:
-        started = time.perf_counter()
-        ensemble.predict(texts)
-        seconds = time.perf_counter() - started
-    result.update(seconds=round(seconds, 1), tweets_per_s=round(n / seconds, 1), peak_rss_mb=memory.peak_mb,
-                  rss_before_load_mb=round(rss_before, 1), cache_hits=stats["hits"], cache_misses=stats["misses"])
-    started = time.perf_counter()
-    ensemble.predict(texts)
-    result["repeat_call_tweets_per_s"] = round(n / (time.perf_counter() - started), 1)
+    result["fresh_cache"] = _timed_predict(ensemble, texts)
+    result["fresh_cache"]["repeat_call_tweets_per_s"] = _timed_predict(ensemble, texts)["tweets_per_s"]
     latencies = []
-    for tweet in unseen[2:]:
+    for tweet in unseen[4:]:
         started = time.perf_counter()
         ensemble.predict([tweet])
         latencies.append((time.perf_counter() - started) * 1000)
     result["latency_ms"] = {"median": round(statistics.median(latencies), 1), "p90": round(float(np.percentile(latencies, 90)), 1),
                             "max": round(max(latencies), 1), "calls": len(latencies), "tweets": "distinct, not in the cache"}
-    logger.info("predict: %.1f tweets/s, latency median %.0f ms", result["tweets_per_s"], result["latency_ms"]["median"])
-
-    # What the cache saves inside one call: every fold model of a member embeds the same texts.
-    member = next((m for m in ensemble.member_names if ensemble.config.member(m).features not in (None, "tfidf")), None)
-    if member is not None:
-        sample = texts[: bench.sizes["no_cache"]]
-        timing = {}
-        for label, context in (("fresh cache", MemberContext(cache_dir=str(tmp / "fold-cache"))), ("use_cache=False", MemberContext(use_cache=False))):
-            folds = [load_member(path, context) for path in ensemble.member_folds_[member]]
-            for fold in folds:
-                fold.predict_proba(unseen[:1])  # load encoders (and fill the cache with one tweet)
-            started = time.perf_counter()
-            for fold in folds:
-                fold.predict_proba(sample)
-            timing[label] = round(time.perf_counter() - started, 2)
-        result["fold_models_sharing"] = {"member": member, "n_texts": len(sample), "seconds": timing,
-                                         "no_cache_slowdown": round(timing["use_cache=False"] / max(timing["fresh cache"], 1e-9), 2)}
+    logger.info("predict (fresh cache): %.1f tweets/s, latency median %.0f ms", result["fresh_cache"]["tweets_per_s"], result["latency_ms"]["median"])
+    del ensemble
+    # Without a cache every fold model of a member embeds the texts itself (and loads its own encoder).
+    ensemble = _load_ensemble(ensemble_dir, cache_dir=None, use_cache=False)
+    ensemble.predict(unseen[2:4])
+    sample = texts[: bench.sizes["no_cache"]]
+    result["no_cache"] = _timed_predict(ensemble, sample)
+    result["no_cache"]["vs_fresh_cache"] = round(result["no_cache"]["tweets_per_s"] / result["fresh_cache"]["tweets_per_s"], 3)
+    logger.info("predict (no cache): %.1f tweets/s", result["no_cache"]["tweets_per_s"])
     return result
 
 

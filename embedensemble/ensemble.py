@@ -36,8 +36,9 @@ logger = get_logger(__name__)
 class EmotionEnsemble:
     """Members (each a list of fold models whose probabilities are averaged), a stacker and thresholds."""
 
-    def __init__(self, config: EnsembleConfig | None = None) -> None:
+    def __init__(self, config: EnsembleConfig | None = None, *, use_cache: bool = True) -> None:
         self.config = config or EnsembleConfig()
+        self.use_cache = use_cache
         self.member_folds_: dict[str, list[Path]] = {}
         self._loaded: dict[str, list[FoldModel]] = {}
 
@@ -99,7 +100,9 @@ class EmotionEnsemble:
 
     def _models(self, name: str) -> list[FoldModel]:
         if name not in self._loaded:
-            context = MemberContext(cache_dir=self.config.cache_dir, seed=self.config.seed, device=self.config.device)
+            context = MemberContext(
+                cache_dir=self.config.cache_dir, seed=self.config.seed, device=self.config.device, use_cache=self.use_cache
+            )
             self._loaded[name] = [load_member(path, context) for path in self.member_folds_[name]]
         return self._loaded[name]
 
@@ -132,13 +135,22 @@ class EmotionEnsemble:
         return path
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> EmotionEnsemble:
-        """Load a saved ensemble, refusing pickles and files that fail the manifest's checksums."""
+    def load(
+        cls, path: str | os.PathLike, *, use_cache: bool = True, cache_dir: str | None = None, device: str | None = None
+    ) -> EmotionEnsemble:
+        """Load a saved ensemble, refusing pickles and files that fail the manifest's checksums.
+
+        ``use_cache=False`` embeds every text afresh (no embedding cache reads or writes);
+        ``cache_dir`` and ``device`` override the values saved with the ensemble.
+        """
         path = Path(path)
         manifest = verify_folder(path)
         if manifest.get("labels") != list(EMOTIONS):
             raise ArtifactError(f"{path} was trained with labels {manifest.get('labels')}, this library uses {list(EMOTIONS)}")
-        ensemble = cls(EnsembleConfig.from_dict(manifest["config"], where=f"{path}/manifest.json"))
+        config = EnsembleConfig.from_dict(manifest["config"], where=f"{path}/manifest.json")
+        config.cache_dir = cache_dir or config.cache_dir
+        config.device = device or config.device
+        ensemble = cls(config, use_cache=use_cache)
         ensemble.member_folds_ = {m["name"]: [path / f for f in m["folds"]] for m in manifest["members"]}
         ensemble.stacker_ = Stacker.load(path / manifest["stacker"])
         ensemble.thresholds_ = ThresholdOptimizer.load(path / manifest["thresholds"])

@@ -251,13 +251,15 @@ _LOGREG_SOLVERS = ("lbfgs", "liblinear", "newton-cg", "newton-cholesky", "sag", 
 class LogRegHead(_LinearHead):
     """L2 logistic regression per label (sklearn ``LogisticRegression``), stored as arrays.
 
-    ``C=2.0`` suits both L2-normalised sentence embeddings and TF-IDF (see the measurements in
-    the member docs); ``class_weight="balanced"`` trades precision for recall on rare emotions.
+    On SemEval-2018 E-c (train -> dev, per-label thresholds) macro-F1 is flat for C in [0.5, 4]
+    with both MiniLM embeddings and TF-IDF, so C=1. ``newton-cg`` gave the same models as
+    ``lbfgs`` at a fraction of the CPU time, on dense and sparse input alike.
+    ``class_weight="balanced"`` lifts F1 at the 0.5 threshold, not at tuned thresholds.
     """
 
     def __init__(
         self,
-        C: float = 2.0,
+        C: float = 1.0,
         class_weight: str | None = None,
         max_iter: int = 1000,
         tol: float = 1e-4,
@@ -284,12 +286,7 @@ class LogRegHead(_LinearHead):
         self._init_state()
         for j in labels:
             model = LogisticRegression(
-                C=self.C,
-                class_weight=self.class_weight,
-                max_iter=self.max_iter,
-                tol=self.tol,
-                solver=self.solver,
-                random_state=self.random_state,
+                C=self.C, class_weight=self.class_weight, max_iter=self.max_iter, tol=self.tol, solver=self.solver, random_state=self.random_state
             ).fit(X, Y[:, j])
             self.coef_[j] = model.coef_[0]
             self.intercept_[j] = model.intercept_[0]
@@ -311,7 +308,7 @@ class RidgeHead(_LinearHead):
     in (0, 1) yet keeps the order of the scores (a hard clip would tie every negative row).
     """
 
-    def __init__(self, alpha: float = 1.0, random_state: int | None = None) -> None:
+    def __init__(self, alpha: float = 3.0, random_state: int | None = None) -> None:
         self.alpha = alpha
         self.random_state = random_state
 
@@ -390,7 +387,7 @@ class LGBMHead(Head):
             "min_data_in_leaf": self.min_child_samples,
             "lambda_l2": self.reg_lambda,
             "seed": 0 if self.random_state is None else int(self.random_state),
-            # deterministic + col-wise histograms: the same seed gives the same trees on any thread count
+            # With deterministic and a fixed histogram layout, equal seeds and data give equal trees.
             "deterministic": True,
             "force_col_wise": True,
             "num_threads": 0 if self.n_jobs is None or self.n_jobs < 0 else self.n_jobs,
