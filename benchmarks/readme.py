@@ -60,13 +60,14 @@ def _machine(results: dict[str, dict]) -> list[str]:
                 f"torch {v.get('torch', '?')}, transformers {v.get('transformers', '?')}, sentence-transformers {v.get('sentence-transformers', '?')}")
         if text not in seen:
             seen.add(text)
-            lines.append(f"**Machine:** {text}.")
-    runs = ", ".join(f"`{n}` {r['started'][:16].replace('T', ' ')} UTC ({_secs(r.get('wall_seconds'))}, load avg {r['machine']['load_average_at_start'][0]})"
+            lines.append(f"- **Machine:** {text}.")
+    runs = ", ".join(f"`{n}` {r['started'][:16].replace('T', ' ')} UTC ({_secs(r.get('wall_seconds'))}, "
+                     f"load average {r['machine']['load_average_at_start'][0]}, {r.get('torch_threads', '?')} torch thread(s))"
                      for n, r in results.items())
-    lines.append(f"**Runs:** {runs}. The machine was shared with other jobs, so absolute times are noisy; "
+    lines.append(f"- **Runs:** {runs}. The machine was shared with other jobs, so absolute times are noisy; "
                  "speed comparisons are ratios measured in the same process.")
     if any(r.get("quick") for r in results.values()):
-        lines.append("**Note:** some results come from a `--quick` (CI-sized) run and are not meaningful as quality numbers.")
+        lines.append("- **Note:** some results come from a `--quick` (CI-sized) run and are not meaningful as quality numbers.")
     return lines + [""]
 
 
@@ -111,15 +112,19 @@ def _speed(res: dict[str, Any]) -> list[str]:
     lines = ["### Speed", ""]
     rows = []
     for backbone, emb in res.get("embedding", {}).items():
-        for variant, v in emb["variants"].items():
+        order = emb.get("order") or sorted(emb["variants"], key=lambda name: name != emb["reference"])
+        for variant in order:
+            v = emb["variants"][variant]
             if "skipped" in v:
-                rows.append([backbone, variant, "skipped", "", ""])
+                rows.append([backbone, variant, "skipped", "", "", ""])
             else:
-                rows.append([backbone, variant, _f(v["tweets_per_s"], 0), f"{v['ratio_vs_reference']:.2f}×", _f(v["min_cosine_vs_reference"], 4)])
+                rows.append([backbone, variant, _f(v["tweets_per_s"], 0), f"{v['ratio_vs_reference']:.2f}×",
+                             _f(v.get("mean_cosine_vs_reference"), 4), _f(v["min_cosine_vs_reference"], 4)])
     if rows:
         n = next(iter(res["embedding"].values()))["n_texts"]
-        lines += [f"Embedding throughput on the same {n} SemEval train tweets (best of the repeats; model load excluded):", ""]
-        lines += _table(["model", "how", "tweets/s", "vs SentenceTransformer", "min cosine vs ST"], rows)
+        lines += [f"Embedding throughput on the same {n} SemEval train tweets (best of the repeats, model load excluded; "
+                  "ratio and cosine against the first row of each model, plain sentence-transformers with torch's default threads):", ""]
+        lines += _table(["model", "how", "tweets/s", "speed ratio", "mean cosine", "min cosine"], rows)
     q = res.get("onnx_quality")
     if q:
         rows = [[name, _f(v["eval"]["macro_f1"]), _f(v["eval"]["micro_f1"]), _secs(v["embed_seconds"])] for name, v in q.items() if isinstance(v, dict) and "eval" in v]
@@ -130,21 +135,24 @@ def _speed(res: dict[str, Any]) -> list[str]:
         lines += [f"Fit of `{fit['config']}` ({len(fit['members'])} members, {fit['n_folds']} folds) on {fit['n_train']} train tweets + {fit['n_eval']} dev tweets, "
                   f"with an empty embedding cache (cold) and again with the same cache and a new run folder (warm): "
                   f"**{fit['speedup_warm_vs_cold']:.2f}×** faster warm.", ""]
-        rows = [[phase, _secs(fit[phase]["wall_seconds"]), fit[phase]["cache_hits"], fit[phase]["cache_misses"], _f(fit[phase]["peak_rss_mb"], 0)] for phase in ("cold", "warm")]
-        lines += _table(["fit", "wall time", "cache hits", "cache misses (texts embedded)", "peak RSS MB"], rows)
+        rows = [[phase, _secs(fit[phase]["wall_seconds"]), _secs(fit[phase].get("process_seconds")), fit[phase]["cache_hits"], fit[phase]["cache_misses"],
+                 _f(fit[phase]["peak_rss_mb"], 0)] for phase in ("cold", "warm")]
+        lines += _table(["fit", "fit + stack", "whole process", "cache hits", "cache misses (texts embedded)", "peak RSS MB"], rows)
     p = res.get("predict")
     if p:
-        fresh, none = p["fresh_cache"], p.get("no_cache")
-        lines += [f"Prediction with a loaded ensemble ({', '.join(p['members'])}; {max(p['folds_per_member'].values())} fold models per member), "
-                  "with an empty embedding cache folder (the first fold model of a member embeds, the others read the cache) "
-                  "and with no cache at all (`use_cache=False`: every fold model embeds the texts itself):", ""]
-        rows = [["throughput, empty cache", f"{_f(fresh['tweets_per_s'], 1)} tweets/s ({fresh['n_texts']} tweets in {_secs(fresh['seconds'])}; peak RSS {_f(fresh['peak_rss_mb'], 0)} MB)"],
-                ["same tweets again (cache now warm)", f"{_f(fresh['repeat_call_tweets_per_s'], 1)} tweets/s"]]
-        if none:
-            rows.append(["throughput, no cache", f"{_f(none['tweets_per_s'], 1)} tweets/s ({none['n_texts']} tweets; {none['vs_fresh_cache']:.2f}× the cached rate; peak RSS {_f(none['peak_rss_mb'], 0)} MB)"])
-        rows += [["single-tweet latency, empty cache", f"median {_f(p['latency_ms']['median'], 0)} ms, p90 {_f(p['latency_ms']['p90'], 0)} ms ({p['latency_ms']['calls']} calls)"],
-                 ["load + first call", f"{_secs(p['load_seconds'])} + {_secs(p['first_call_seconds'])}"]]
-        lines += _table(["prediction", "result"], rows)
+        fresh, none = p["fresh_cache"], p["no_cache"]
+        lat = fresh["latency_ms"]
+        lines += [f"Prediction with a loaded ensemble ({', '.join(p['members'])}; {max(p['folds_per_member'].values())} fold models per member; "
+                  f"`{Path(p['ensemble_dir']).parent.name}`), each measurement in a fresh process: with an empty embedding cache folder "
+                  "(a member's first fold model embeds the texts, the other folds read them from the cache) and with no cache "
+                  "(`use_cache=False`: every fold model embeds the texts itself):", ""]
+        rows = [["empty cache", f"{_f(fresh['tweets_per_s'], 1)} tweets/s ({fresh['n_texts']} tweets in {_secs(fresh['seconds'])})",
+                 f"median {_f(lat['median'], 0)} ms, p90 {_f(lat['p90'], 0)} ms ({lat['calls']} calls)",
+                 f"{_secs(fresh['load_seconds'])} + {_secs(fresh['first_call_seconds'])}", _f(fresh["peak_rss_mb"], 0)],
+                ["no cache", f"{_f(none['tweets_per_s'], 1)} tweets/s ({none['n_texts']} tweets; {none['vs_fresh_cache']:.2f}× the empty-cache rate)", "–",
+                 f"{_secs(none['load_seconds'])} + {_secs(none['first_call_seconds'])}", _f(none["peak_rss_mb"], 0)]]
+        lines += _table(["cache", "throughput", "single-tweet latency", "load + first call", "peak RSS MB"], rows)
+        lines += [f"Predicting the same tweets again once they are cached: {_f(fresh['repeat_call_tweets_per_s'], 1)} tweets/s.", ""]
     return lines
 
 
@@ -152,12 +160,20 @@ def _finetune(res: dict[str, Any]) -> list[str]:
     lines = ["### CPU fine-tuning (`experiments/finetune-cpu.json`, SemEval train -> dev)", ""]
     if res.get("skipped"):
         return lines + [f"Skipped: {res.get('reason')}", ""]
-    rows = [[f"**stack with** {', '.join(res['finetuned_members'])}", "tuned", *_metric_cells(res["stack_with_finetuned"]["eval"]), "–"],
-            ["**stack without**", "tuned", *_metric_cells(res["stack_without_finetuned"]["eval"]), "–"]]
+    lines[0] = lines[0].replace("dev)", f"dev, {res['n_folds']}-fold cross-fitting on {res['n_train']} tweets, scored on {res['n_eval']})")
+    rows = [[f"**stack with** {', '.join(res['finetuned_members'])}", "per emotion", *_metric_cells(res["stack_with_finetuned"]["eval"]), "–"],
+            [f"**stack without** (only {', '.join(res['frozen_members'])})", "per emotion", *_metric_cells(res["stack_without_finetuned"]["eval"]), "–"]]
     for name, m in res["members"].items():
         rows.append([name, "own, tuned on OOF", *_metric_cells(m["eval"]), _secs(m.get("fit_seconds"))])
         rows.append([name, "0.5", *_metric_cells(m["eval_at_0.5"]), ""])
-    return lines + _table(["system", "thresholds", *(label for _, label in METRICS), "fit time"], rows)
+    lines += _table(["system", "thresholds", *(label for _, label in METRICS), "fit time"], rows)
+    c = res["comparison"]
+    for pair in c["members"]:
+        lines.append(f"Fine-tuned `{pair['finetuned']}` vs frozen `{pair['frozen']}` (dev macro-F1): {_f(pair['finetuned_macro_f1'])} vs {_f(pair['frozen_macro_f1'])} "
+                     f"at tuned thresholds, {_f(pair['finetuned_macro_f1_at_0.5'])} vs {_f(pair['frozen_macro_f1_at_0.5'])} at 0.5; "
+                     f"cross-fit time {_secs(pair['finetuned_fit_seconds'])} vs {_secs(pair['frozen_fit_seconds'])}. ")
+    lines.append(f"Adding the fine-tuned member(s) changes the stack's dev macro-F1 by {c['stack_gain']:+.3f}.")
+    return lines + [""]
 
 
 def render(out: Path = RESULTS_DIR) -> str:

@@ -35,8 +35,8 @@ from . import RESULTS_DIR, ROOT, SECTIONS, Section, logger
 DATA_ROOT = ROOT.parent / "shared" / "data"
 FULL_SIZES = {"speed_texts": 2000, "repeats": 2, "fit_rows": 2000, "predict": 10_000, "latency_calls": 50, "no_cache": 1000,
               "trainer_rows": None, "trainer_epochs": 3.0}
-QUICK_SIZES = {"speed_texts": 300, "repeats": 1, "fit_rows": 300, "predict": 300, "latency_calls": 10, "no_cache": 100,
-               "trainer_rows": 64, "trainer_epochs": 1.0, "train": 400, "dev": 150, "test": 100, "kaggle": 400, "folds": 2, "ft_steps": 4}
+QUICK_SIZES = {"speed_texts": 150, "repeats": 1, "fit_rows": 200, "predict": 200, "latency_calls": 5, "no_cache": 60,
+               "trainer_rows": 32, "trainer_epochs": 1.0, "train": 300, "dev": 100, "test": 60, "kaggle": 300, "folds": 2, "ft_steps": 2}
 
 
 @dataclass
@@ -57,6 +57,17 @@ class Bench:
 
     def __post_init__(self) -> None:
         self.sizes = dict(QUICK_SIZES if self.quick else FULL_SIZES)
+
+    _PATHS = ("out", "runs_root", "config_path", "semeval_dir", "kaggle_dir", "finetune_config")
+
+    def to_spec(self) -> dict[str, Any]:
+        """JSON-able options, so a child process can rebuild the same ``Bench`` (same data subsets)."""
+        spec = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "sizes"}
+        return {k: str(v) if k in self._PATHS else v for k, v in spec.items()}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Bench:
+        return cls(**{k: Path(v) if k in cls._PATHS else v for k, v in spec.items()})
 
     @cached_property
     def semeval(self) -> Any:
@@ -218,7 +229,23 @@ def _reuse_members(bench: Bench, config: Any, run_dir: Path, names: list[str]) -
     return copied
 
 
+def _finetune_comparison(config: Any, res: dict, tuned: list[str], frozen: list[str]) -> dict[str, Any]:
+    """Each fine-tuned member against the frozen member on the same backbone, and the stack with vs without them."""
+    members = res["members"]
+    pairs = []
+    for name in tuned:
+        backbone = config.member(name).backbone
+        ref = next((f for f in frozen if config.member(f).features == backbone), frozen[0])
+        pairs.append({"finetuned": name, "frozen": ref,
+                      "finetuned_macro_f1": members[name]["eval"]["macro_f1"], "frozen_macro_f1": members[ref]["eval"]["macro_f1"],
+                      "finetuned_macro_f1_at_0.5": members[name]["eval_at_0.5"]["macro_f1"], "frozen_macro_f1_at_0.5": members[ref]["eval_at_0.5"]["macro_f1"],
+                      "finetuned_fit_seconds": members[name]["fit_seconds"], "frozen_fit_seconds": members[ref]["fit_seconds"]})
+    with_ft, without = res["stack_with_finetuned"]["eval"]["macro_f1"], res["stack_without_finetuned"]["eval"]["macro_f1"]
+    return {"members": pairs, "stack_with_macro_f1": with_ft, "stack_without_macro_f1": without, "stack_gain": round(with_ft - without, 4)}
+
+
 def run_finetune(bench: Bench) -> Path:
+    from embedensemble.fitting import fit_members
     from embedensemble.io import read_json
     from embedensemble.members.base import member_class
     from embedensemble.stacking import stack_run
@@ -240,13 +267,19 @@ def run_finetune(bench: Bench) -> Path:
         run_dir = bench.run_dir("bench-finetune")
         run_dir.mkdir(parents=True, exist_ok=True)
         res["members_copied_from_quality_run"] = _reuse_members(bench, config, run_dir, frozen)
-        metrics = _fit_and_stack(section, config, bench.semeval_train, run_dir, eval=bench.semeval_dev, info={"benchmark": "finetune"})
+        with section.time("fit_members"):
+            fit_members(config, bench.semeval_train, run_dir, eval=bench.semeval_dev, data_info={"benchmark": "finetune"})
+        with section.time("stack_without_finetuned"):
+            stack_run(run_dir, members=frozen, write_report=False)
+        res["stack_without_finetuned"] = read_json(run_dir / "metrics.json")["stack"]
+        with section.time("stack_with_finetuned"):
+            stack_run(run_dir, write_report=False)  # the full stack is what the run folder keeps
+        metrics = read_json(run_dir / "metrics.json")
         res["members"] = {name: {**m, **_member_fit_info(run_dir, name)} for name, m in metrics["members"].items()}
         res["stack_with_finetuned"] = metrics["stack"]
-        stack_run(run_dir, members=frozen, write_report=False)
-        res["stack_without_finetuned"] = read_json(run_dir / "metrics.json")["stack"]
-        stack_run(run_dir, write_report=False)  # leave the full stack in the run folder
-        res["finetuned_members"], res["frozen_members"] = tuned, frozen
+        res["comparison"] = _finetune_comparison(config, res, tuned, frozen)
+        res.update(run_dir=str(run_dir), n_folds=config.cv.n_folds, n_train=len(bench.semeval_train), n_eval=len(bench.semeval_dev),
+                   finetuned_members=tuned, frozen_members=frozen, member_params={m.name: m.params for m in config.members if m.kind != "head"})
         res["skipped"] = False
     except Exception as exc:  # a fine-tuning failure is recorded, not fatal
         logger.error("finetune section failed: %s", exc)

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import json
 import logging
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -20,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import PeakRSS, Section, rss_mb
+from . import ROOT, PeakRSS, Section, max_rss_mb, rss_mb
 
 if TYPE_CHECKING:
     from .run import Bench
@@ -240,7 +243,7 @@ def embedding_throughput(bench: Bench, backbone: str, texts: list[str], repeats:
                 seconds[name].append(time.perf_counter() - started)
                 logger.info("%s %s: %.1f tweets/s", backbone, name, len(texts) / seconds[name][-1])
     reference = next(iter(variants))
-    result: dict[str, Any] = {"n_texts": len(texts), "repeats": repeats, "reference": reference, "variants": {}}
+    result: dict[str, Any] = {"n_texts": len(texts), "repeats": repeats, "reference": reference, "order": list(variants), "variants": {}}
     for name, (fn, load) in variants.items():
         if fn is None:
             result["variants"][name] = {"skipped": load}
@@ -254,6 +257,7 @@ def embedding_throughput(bench: Bench, backbone: str, texts: list[str], repeats:
             "ratio_vs_reference": round(min(seconds[reference]) / best, 3),
             "load_seconds": round(load, 2) if isinstance(load, float) else None,
             "min_cosine_vs_reference": round(float(cosine.min()), 5),
+            "mean_cosine_vs_reference": round(float(cosine.mean()), 5),
         }
     return result
 
@@ -292,26 +296,35 @@ def onnx_quality(bench: Bench, backbone: str) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- fit and predict
 
 
-def fit_cold_warm(bench: Bench, tmp: Path) -> dict[str, Any]:
-    """The config fitted twice on the same rows: a fresh empty embedding cache, then the same cache and a new run folder."""
+def fit_phase(bench: Bench, run_dir: Path, cache_dir: Path) -> dict[str, Any]:
+    """Fit + stack the speed config on the first ``fit_rows`` train tweets (dev as eval) with ``cache_dir``."""
     from embedensemble.fitting import fit_members
     from embedensemble.stacking import stack_run
 
     config = bench.config_for_speed()
-    config.cache_dir = str(tmp / "cache")
+    config.cache_dir = str(cache_dir)
     train = bench.semeval_train.subset(np.arange(min(bench.sizes["fit_rows"], len(bench.semeval_train))))
-    result: dict[str, Any] = {"config": config.name, "members": [m.name for m in config.members], "n_folds": config.cv.n_folds,
-                              "n_train": len(train), "n_eval": len(bench.semeval_dev)}
+    with count_cache_hits() as stats:
+        started = time.perf_counter()
+        fit_members(config, train, run_dir, eval=bench.semeval_dev)
+        stack_run(run_dir, write_report=False)
+        wall = time.perf_counter() - started
+    logger.info("fit in %s: %.1fs, cache hits %d, misses %d", run_dir.name, wall, stats["hits"], stats["misses"])
+    return {"config": config.name, "members": [m.name for m in config.members], "n_folds": config.cv.n_folds, "n_train": len(train),
+            "n_eval": len(bench.semeval_dev), "wall_seconds": round(wall, 1), "cache_hits": stats["hits"], "cache_misses": stats["misses"]}
+
+
+def fit_cold_warm(bench: Bench, tmp: Path) -> dict[str, Any]:
+    """The config fitted twice, each in a new process: an empty embedding cache, then the same cache and a new run folder."""
+    result: dict[str, Any] = {}
     for phase in ("cold", "warm"):
-        with count_cache_hits() as stats, PeakRSS() as memory:
-            started = time.perf_counter()
-            fit_members(config, train, tmp / f"run-{phase}", eval=bench.semeval_dev)
-            stack_run(tmp / f"run-{phase}", write_report=False)
-            wall = time.perf_counter() - started
-        result[phase] = {"wall_seconds": round(wall, 1), "cache_hits": stats["hits"], "cache_misses": stats["misses"], "peak_rss_mb": memory.peak_mb}
-        logger.info("fit %s: %.1fs, cache hits %d, misses %d", phase, wall, stats["hits"], stats["misses"])
+        child = _child(bench, "fit", tmp, run_dir=str(tmp / f"run-{phase}"), cache_dir=str(tmp / "cache"))
+        for key in ("config", "members", "n_folds", "n_train", "n_eval"):
+            result[key] = child.pop(key)
+        result[phase] = child
     result["speedup_warm_vs_cold"] = round(result["cold"]["wall_seconds"] / max(result["warm"]["wall_seconds"], 1e-9), 2)
     result["ensemble_dir"] = str(tmp / "run-cold" / "ensemble")
+    result["note"] = "each fit runs in a fresh process; wall_seconds excludes interpreter start-up and imports (process_seconds includes them)"
     return result
 
 
@@ -344,43 +357,84 @@ def _timed_predict(ensemble: Any, texts: list[str]) -> dict[str, Any]:
             "peak_rss_mb": memory.peak_mb, "cache_hits": stats["hits"], "cache_misses": stats["misses"]}
 
 
-def predict_speed(bench: Bench, ensemble_dir: Path, tmp: Path) -> dict[str, Any]:
+def predict_speed(bench: Bench, ensemble_dir: Path, tmp: Path, *, use_cache: bool) -> dict[str, Any]:
+    """Load an ensemble and time ``predict`` with an empty cache folder (``use_cache``) or without any cache."""
     from embedensemble import EmotionEnsemble
 
-    n, n_latency = bench.sizes["predict"], bench.sizes["latency_calls"]
+    n = bench.sizes["predict"] if use_cache else bench.sizes["no_cache"]
+    n_latency = bench.sizes["latency_calls"] if use_cache else 0
     pool = bench.semeval_dev.texts + (bench.semeval_test.texts if bench.semeval_test is not None else [])
     texts = _unique_repeats(pool, n)
-    unseen = bench.semeval_train.texts[-(n_latency + 4):]  # never in ``texts``; the fresh caches hold none of them
-    result: dict[str, Any] = {
-        "ensemble_dir": str(ensemble_dir), "texts": "dev+test tweets repeated to n; copy k gets k trailing spaces, so no cache can serve repeats",
-        "use_cache_switch": "use_cache" in inspect.signature(EmotionEnsemble.load).parameters, "rss_before_load_mb": round(rss_mb(), 1)}
+    unseen = bench.semeval_train.texts[-(n_latency + 2):]  # never in ``texts``; the fresh cache holds none of them
+    result: dict[str, Any] = {"texts": "dev+test tweets repeated to n; copy k gets k trailing spaces, so no cache can serve repeats",
+                              "use_cache_switch": "use_cache" in inspect.signature(EmotionEnsemble.load).parameters,
+                              "rss_before_load_mb": round(rss_mb(), 1)}
     started = time.perf_counter()
-    ensemble = _load_ensemble(ensemble_dir, cache_dir=str(tmp / "predict-cache"))
+    ensemble = _load_ensemble(ensemble_dir, cache_dir=str(tmp / f"predict-cache-{uuid.uuid4().hex}") if use_cache else None, use_cache=use_cache)
     result["load_seconds"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
     ensemble.predict(unseen[:2])
     result["first_call_seconds"] = round(time.perf_counter() - started, 2)
     result["members"] = ensemble.member_names
     result["folds_per_member"] = {name: len(folds) for name, folds in ensemble.member_folds_.items()}
-    result["fresh_cache"] = _timed_predict(ensemble, texts)
-    result["fresh_cache"]["repeat_call_tweets_per_s"] = _timed_predict(ensemble, texts)["tweets_per_s"]
-    latencies = []
-    for tweet in unseen[4:]:
-        started = time.perf_counter()
-        ensemble.predict([tweet])
-        latencies.append((time.perf_counter() - started) * 1000)
-    result["latency_ms"] = {"median": round(statistics.median(latencies), 1), "p90": round(float(np.percentile(latencies, 90)), 1),
-                            "max": round(max(latencies), 1), "calls": len(latencies), "tweets": "distinct, not in the cache"}
-    logger.info("predict (fresh cache): %.1f tweets/s, latency median %.0f ms", result["fresh_cache"]["tweets_per_s"], result["latency_ms"]["median"])
-    del ensemble
-    # Without a cache every fold model of a member embeds the texts itself (and loads its own encoder).
-    ensemble = _load_ensemble(ensemble_dir, cache_dir=None, use_cache=False)
-    ensemble.predict(unseen[2:4])
-    sample = texts[: bench.sizes["no_cache"]]
-    result["no_cache"] = _timed_predict(ensemble, sample)
-    result["no_cache"]["vs_fresh_cache"] = round(result["no_cache"]["tweets_per_s"] / result["fresh_cache"]["tweets_per_s"], 3)
-    logger.info("predict (no cache): %.1f tweets/s", result["no_cache"]["tweets_per_s"])
+    result.update(_timed_predict(ensemble, texts))
+    logger.info("predict (%s): %.1f tweets/s", "empty cache" if use_cache else "no cache", result["tweets_per_s"])
+    if use_cache:
+        result["repeat_call_tweets_per_s"] = _timed_predict(ensemble, texts)["tweets_per_s"]
+        latencies = []
+        for tweet in unseen[2:]:
+            started = time.perf_counter()
+            ensemble.predict([tweet])
+            latencies.append((time.perf_counter() - started) * 1000)
+        result["latency_ms"] = {"median": round(statistics.median(latencies), 1), "p90": round(float(np.percentile(latencies, 90)), 1),
+                                "max": round(max(latencies), 1), "calls": len(latencies), "tweets": "distinct, not in the cache"}
+        logger.info("single-tweet latency: median %.0f ms", result["latency_ms"]["median"])
     return result
+
+
+def predict_both(bench: Bench, ensemble_dir: Path, tmp: Path) -> dict[str, Any]:
+    fresh = _child(bench, "predict", tmp, ensemble_dir=str(ensemble_dir), use_cache=True)
+    none = _child(bench, "predict", tmp, ensemble_dir=str(ensemble_dir), use_cache=False)
+    shared = {key: fresh.pop(key) for key in ("members", "folds_per_member", "use_cache_switch", "texts")}
+    for key in shared:
+        none.pop(key, None)
+    none["vs_fresh_cache"] = round(none["tweets_per_s"] / fresh["tweets_per_s"], 3)
+    return {"ensemble_dir": str(ensemble_dir), **shared, "fresh_cache": fresh, "no_cache": none,
+            "note": "each measurement runs in a fresh process; peak_rss_mb is that process's peak (ru_maxrss)"}
+
+
+# ----------------------------------------------------------------------------- child processes
+
+
+def _child(bench: Bench, task: str, tmp: Path, **params: Any) -> dict[str, Any]:
+    """Run ``task`` in a new Python process (clean peak memory); returns its result dict."""
+    spec = {"task": task, "params": params, "result": str(tmp / f"child-{uuid.uuid4().hex}.json"), "bench": bench.to_spec()}
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "benchmarks.speed", json.dumps(spec)], cwd=ROOT, check=True)
+    result = json.loads(Path(spec["result"]).read_text())
+    result["process_seconds"] = round(time.perf_counter() - started, 1)
+    return result
+
+
+def _child_main(spec: dict[str, Any]) -> None:
+    import torch
+
+    from embedensemble._logging import set_verbosity
+    from embedensemble.io import write_json
+
+    from .run import Bench
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    bench = Bench.from_spec(spec["bench"])
+    set_verbosity("WARNING" if bench.quick else "INFO")
+    torch.set_num_threads(bench.threads)
+    params = spec["params"]
+    if spec["task"] == "fit":
+        result = fit_phase(bench, Path(params["run_dir"]), Path(params["cache_dir"]))
+    else:
+        result = predict_speed(bench, Path(params["ensemble_dir"]), Path(spec["result"]).parent, use_cache=params["use_cache"])
+    result["peak_rss_mb"] = round(max_rss_mb(), 1)
+    write_json(spec["result"], result)
 
 
 # ----------------------------------------------------------------------------- section
@@ -408,7 +462,11 @@ def run(bench: Bench) -> Path:
         trained = bench.runs_root / "bench-semeval" / "ensemble"
         ensemble_dir = trained if not bench.quick and (trained / "manifest.json").is_file() else Path(res["fit"]["ensemble_dir"])
         with section.time("predict"):
-            res["predict"] = predict_speed(bench, ensemble_dir, tmp)
+            res["predict"] = predict_both(bench, ensemble_dir, tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return section.finish()
+
+
+if __name__ == "__main__":
+    _child_main(json.loads(sys.argv[1]))

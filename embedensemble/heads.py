@@ -78,7 +78,9 @@ class Head(ABC):
 
     def _validate_params(self) -> None:
         """Raise ConfigError naming the first bad parameter; subclasses extend."""
-        self._require("random_state", self.random_state is None or _is_number(self.random_state, integer=True), "an integer or None")
+        self._require(
+            "random_state", self.random_state is None or _is_number(self.random_state, integer=True), "an integer or None"
+        )
 
     def _require(self, param: str, ok: bool, expected: str) -> None:
         if not ok:
@@ -103,7 +105,12 @@ class Head(ABC):
         single = (positives == 0) | (positives == n_rows)
         constant[single] = (positives[single] + 0.5) / (n_rows + 1.0)
         if single.any():
-            logger.warning("head %r: label(s) %s have one class in %d rows; predicting their prior", self.name, np.flatnonzero(single).tolist(), n_rows)
+            logger.warning(
+                "head %r: label(s) %s have one class in %d rows; predicting their prior",
+                self.name,
+                np.flatnonzero(single).tolist(),
+                n_rows,
+            )
         self.n_labels_ = n_labels
         self.n_features_in_ = int(X.shape[1])
         self.constant_ = constant
@@ -158,7 +165,9 @@ class Head(ABC):
             raise ArtifactError(f"{path} is not a saved head (no head.json)")
         meta = read_json(path / "head.json")
         if meta.get("format_version") != FORMAT_VERSION:
-            raise FormatVersionError(f"{path}: head format version {meta.get('format_version')!r}, this library reads {FORMAT_VERSION}")
+            raise FormatVersionError(
+                f"{path}: head format version {meta.get('format_version')!r}, this library reads {FORMAT_VERSION}"
+            )
         name = meta.get("head")
         if name not in _HEADS:
             raise ArtifactError(f"{path}: unknown head {name!r}; known heads are {available_heads()}")
@@ -286,7 +295,12 @@ class LogRegHead(_LinearHead):
         self._init_state()
         for j in labels:
             model = LogisticRegression(
-                C=self.C, class_weight=self.class_weight, max_iter=self.max_iter, tol=self.tol, solver=self.solver, random_state=self.random_state
+                C=self.C,
+                class_weight=self.class_weight,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                solver=self.solver,
+                random_state=self.random_state,
             ).fit(X, Y[:, j])
             self.coef_[j] = model.coef_[0]
             self.intercept_[j] = model.intercept_[0]
@@ -338,9 +352,11 @@ class RidgeHead(_LinearHead):
 class LGBMHead(Head):
     """LightGBM binary booster per label; saved as LightGBM's own text model, one file per label.
 
-    Defaults suit ~7k tweets x 384-1024 embedding dims (or sparse TF-IDF) on 2 cores:
-    shallow trees, column subsampling and a fixed number of rounds (no early stopping,
-    since a fold has no validation split of its own).
+    Defaults suit ~7k tweets x 384-1024 embedding dims on 2 cores: shallow trees, column
+    subsampling and a fixed number of rounds (no early stopping: a fold has no validation split
+    of its own). ``n_jobs=1`` by default: on a busy 2-core machine LightGBM's OpenMP threads
+    spin-wait, and 2 threads took over 6x the CPU time of one (``None`` or <= 0: all cores).
+    On sparse TF-IDF it is slow (~25 s per label) and weaker than ``logreg``.
     """
 
     def __init__(
@@ -353,7 +369,7 @@ class LGBMHead(Head):
         min_child_samples: int = 20,
         reg_lambda: float = 1.0,
         class_weight: str | None = None,
-        n_jobs: int | None = None,
+        n_jobs: int | None = 1,
         random_state: int | None = None,
     ) -> None:
         self.n_estimators = n_estimators
@@ -390,7 +406,7 @@ class LGBMHead(Head):
             # With deterministic and a fixed histogram layout, equal seeds and data give equal trees.
             "deterministic": True,
             "force_col_wise": True,
-            "num_threads": 0 if self.n_jobs is None or self.n_jobs < 0 else self.n_jobs,
+            "num_threads": self._num_threads(),
             "verbosity": -1,
         }
         if self.bagging_fraction < 1.0:
@@ -411,8 +427,10 @@ class LGBMHead(Head):
             self.boosters_[j] = lgb.Booster(model_str=booster.model_to_string())
 
     def _predict_labels(self, X: np.ndarray | sp.csr_matrix, labels: np.ndarray) -> np.ndarray:
-        num_threads = 0 if self.n_jobs is None or self.n_jobs < 0 else self.n_jobs
-        return np.column_stack([self.boosters_[j].predict(X, num_threads=num_threads) for j in labels])
+        return np.column_stack([self.boosters_[j].predict(X, num_threads=self._num_threads()) for j in labels])
+
+    def _num_threads(self) -> int:
+        return 0 if self.n_jobs is None or self.n_jobs <= 0 else int(self.n_jobs)  # 0: LightGBM's OpenMP default
 
     def _save_state(self, path: Path) -> None:
         for j, booster in enumerate(self.boosters_):

@@ -1,6 +1,6 @@
 """The ``head`` member kind: a feature source (TF-IDF or cached embeddings) feeding a one-vs-rest head.
 
-Saved folder: ``fold.json`` (base class), ``member.json`` (feature count and, for embeddings,
+Saved folder: ``fold.json`` (base class), ``head_member.json`` (feature count and, for embeddings,
 the encoder identity), ``features/`` (TF-IDF only; embeddings are rebuilt from the config)
 and ``head/``.
 """
@@ -50,7 +50,14 @@ class HeadMember(FoldModel):
     def _fit(self, texts: list[str], labels: np.ndarray, *, workdir: Path | None) -> None:
         features = make_features(self.config.features, self.context)
         X = features.fit_transform(texts)
-        logger.info("member '%s': fitting %s head on %d x %d %s features", self.config.name, self.config.head, X.shape[0], X.shape[1], self.config.features)
+        logger.info(
+            "member '%s': fitting %s head on %d x %d %s features",
+            self.config.name,
+            self.config.head,
+            X.shape[0],
+            X.shape[1],
+            self.config.features,
+        )
         head = make_head(self.config.head, **self._head_params()).fit(X, labels)
         self.features_, self.head_ = features, head
         if not features.trainable:
@@ -73,16 +80,24 @@ class HeadMember(FoldModel):
             self.features_.save(path / "features")
         self.head_.save(path / "head")
         write_json(
-            path / "member.json",
-            {"features": self.config.features, "feature_identity": self._feature_identity, "n_features": self.head_.n_features_in_},
+            path / "head_member.json",
+            {
+                "features": self.config.features,
+                "feature_identity": self._feature_identity,
+                "n_features": self.head_.n_features_in_,
+            },
         )
 
     @classmethod
     def _load(cls, path: Path, config: MemberConfig, context: MemberContext) -> HeadMember:
+        if not (path / "head_member.json").is_file():
+            raise ArtifactError(f"{path} is not a saved head member (no head_member.json)")
+        meta = read_json(path / "head_member.json")
         member = cls(config, context)
-        meta = read_json(path / "member.json") if (path / "member.json").is_file() else {}
         if member.features_.trainable:
             member.features_ = TfidfFeatures.load(path / "features")
         member.head_ = load_head(path / "head")
+        if meta.get("features") != config.features or member.head_.n_features_in_ != meta.get("n_features"):
+            raise ArtifactError(f"{path}: head_member.json does not match fold.json and head/ (a partial or mixed save)")
         member._feature_identity = meta.get("feature_identity")
         return member
