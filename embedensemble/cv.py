@@ -117,6 +117,8 @@ def _fit_fold(
     save_array(partial / "pred_oof.npy", model.predict_proba([train.texts[i] for i in val_rows]))
     for split, texts in predict_on.items():
         save_array(partial / f"pred_{split}.npy", model.predict_proba(texts))
+    if hasattr(model, "release"):  # fine-tuned members free GPU memory before the next fold loads
+        model.release()
     write_json(partial / "DONE", {"fold": k, "fit_seconds": fit_seconds, "n_train": len(train_rows)})
     shutil.rmtree(fold_dir, ignore_errors=True)
     os.replace(partial, fold_dir)
