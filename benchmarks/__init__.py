@@ -96,7 +96,17 @@ def rss_mb() -> float:
 
 
 def max_rss_mb() -> float:
-    """Peak resident memory of this process since it started (``ru_maxrss`` is in KiB on Linux)."""
+    """Peak resident memory of this process: ``VmHWM`` (reset by exec), else ``ru_maxrss``.
+
+    On Linux ``ru_maxrss`` survives fork + exec, so a child started by a big parent would report
+    the parent's size; ``VmHWM`` belongs to the child's own address space.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

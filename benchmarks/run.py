@@ -35,7 +35,7 @@ from . import RESULTS_DIR, ROOT, SECTIONS, Section, logger
 DATA_ROOT = ROOT.parent / "shared" / "data"
 FULL_SIZES = {"speed_texts": 2000, "repeats": 2, "fit_rows": 2000, "predict": 10_000, "latency_calls": 50, "no_cache": 1000,
               "trainer_rows": None, "trainer_epochs": 3.0}
-QUICK_SIZES = {"speed_texts": 150, "repeats": 1, "fit_rows": 200, "predict": 200, "latency_calls": 5, "no_cache": 60,
+QUICK_SIZES = {"speed_texts": 100, "repeats": 1, "fit_rows": 200, "predict": 200, "latency_calls": 5, "no_cache": 60,
                "trainer_rows": 32, "trainer_epochs": 1.0, "train": 300, "dev": 100, "test": 60, "kaggle": 300, "folds": 2, "ft_steps": 2}
 
 

@@ -211,7 +211,7 @@ def _variants(backbone: str, tmp: Path, bench: Bench, extras: bool) -> dict[str,
         return out
     for n in sorted({1, d}):
         out[f"Encoder.encode, {n} thread{'s' if n > 1 else ''}"] = (_encoder(backbone, threads=n).encode, None)
-    for batch in (32, 128):
+    for batch in () if bench.quick else (32, 128):
         out[f"Encoder.encode, batch {batch} (default 64)"] = (_encoder(backbone, batch_size=batch).encode, None)
     for int8 in (False, True):
         name = f"ONNX Runtime {'int8 (dynamic quantization)' if int8 else 'fp32'}, {bench.threads} thread{'s' if bench.threads > 1 else ''}"

@@ -16,6 +16,7 @@ from .errors import ConfigError
 
 MEMBER_KINDS = ("head", "pooled-finetune", "seqcls-finetune")  # built-in kinds; plugins may register more
 CV_MODES = ("kfold", "holdout")
+FINETUNED_FEATURES = "finetuned:"  # features "finetuned:<member>": a pooled-finetune member's fold models embed
 OBJECTIVES = ("macro_f1", "micro_f1", "jaccard")
 
 
@@ -38,7 +39,9 @@ class MemberConfig:
     """One ensemble member: a feature source + head, or a fine-tuned backbone.
 
     ``kind="head"``: ``features`` is ``"tfidf"`` or a backbone (preset name, HF id or path) whose
-    cached embeddings feed ``head`` (``logreg``, ``lgbm``, ...) with ``head_params``.
+    cached embeddings feed ``head`` (``logreg``, ``lgbm``, ...) with ``head_params``; or
+    ``"finetuned:<name>"``: the out-of-fold embeddings of pooled-finetune member ``<name>``
+    (see :mod:`embedensemble.members.finetuned_head`).
     ``kind="pooled-finetune"`` / ``"seqcls-finetune"``: ``backbone`` is fine-tuned with ``params``.
     ``cv`` overrides the run's cross-fitting mode for this member (e.g. ``"holdout"`` for a 7B model).
     """
@@ -63,6 +66,15 @@ class MemberConfig:
             raise ConfigError(f"member '{self.name}': kind {self.kind!r} needs 'backbone'")
         if self.cv is not None and self.cv not in CV_MODES:
             raise ConfigError(f"member '{self.name}': cv {self.cv!r} is not one of {list(CV_MODES)}")
+        if self.feature_source == "":
+            raise ConfigError(f"member '{self.name}': features {self.features!r} must name a member after {FINETUNED_FEATURES!r}")
+
+    @property
+    def feature_source(self) -> str | None:
+        """The member named by ``features: "finetuned:<name>"`` (a head on its embeddings), else ``None``."""
+        if self.kind in ("head", "finetuned-head") and isinstance(self.features, str) and self.features.startswith(FINETUNED_FEATURES):
+            return self.features[len(FINETUNED_FEATURES) :].strip()
+        return None
 
 
 @dataclass
@@ -161,6 +173,29 @@ class EnsembleConfig:
         from .io import write_json
 
         write_json(path, self.to_dict())
+
+    def check_feature_sources(self) -> None:
+        """Every ``finetuned:<source>`` head must follow its source, a k-fold ``pooled-finetune`` member.
+
+        Checked when a run starts, not on load: a saved ensemble's config lists only the stacked
+        members, which need not include the source.
+        """
+        position = {m.name: i for i, m in enumerate(self.members)}
+        for i, member in enumerate(self.members):
+            source = member.feature_source
+            if source is None:
+                continue
+            where = f"member '{member.name}' (features {member.features!r})"
+            if source not in position:
+                raise ConfigError(f"{where}: no member named '{source}'; members are {list(position)}")
+            if position[source] > i:
+                raise ConfigError(f"{where}: source member '{source}' must be listed before '{member.name}'")
+            source_config = self.members[position[source]]
+            if source_config.kind != "pooled-finetune":
+                raise ConfigError(f"{where}: source member '{source}' is of kind {source_config.kind!r}, not 'pooled-finetune'")
+            for name, mode in ((source, source_config.cv or self.cv.mode), (member.name, member.cv or self.cv.mode)):
+                if mode != "kfold":
+                    raise ConfigError(f"{where}: '{source}' and '{member.name}' must share the run's k folds; '{name}' has cv {mode!r}")
 
     def member(self, name: str) -> MemberConfig:
         for member in self.members:

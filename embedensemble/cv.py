@@ -111,12 +111,13 @@ def _fit_fold(
     shutil.rmtree(partial, ignore_errors=True)
     started = time.perf_counter()
     model = build_member(config, context)
-    model.fit([train.texts[i] for i in train_rows], train.labels[train_rows], workdir=workdir)
+    # By row, not by text: a member fed out-of-fold embeddings looks its training rows up by index.
+    model.fit_rows(train, train_rows, workdir=workdir)
     fit_seconds = time.perf_counter() - started
     model.save(partial)
-    save_array(partial / "pred_oof.npy", model.predict_proba([train.texts[i] for i in val_rows]))
+    save_array(partial / "pred_oof.npy", model.predict_rows(train, val_rows))
     for split, texts in predict_on.items():
-        save_array(partial / f"pred_{split}.npy", model.predict_proba(texts))
+        save_array(partial / f"pred_{split}.npy", model.predict_split(split, texts))
     if hasattr(model, "release"):  # fine-tuned members free GPU memory before the next fold loads
         model.release()
     write_json(partial / "DONE", {"fold": k, "fit_seconds": fit_seconds, "n_train": len(train_rows)})

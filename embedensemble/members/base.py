@@ -6,17 +6,22 @@ per fold, saves it in its own folder and never looks inside: the same code cross
 resumes and reloads every kind.
 
 Saved folder contract: ``save(path)`` writes ``fold.json`` (``{"kind": ..., "config": ...}``,
+plus ``"depends_on"``: the names of other members whose fold models this one reads, if any;
 written by the base class) plus whatever the kind needs, only as JSON, safetensors, ``.npy``
 or a library's native text format. ``load(path, context)`` must not unpickle anything.
+
+Cross-fitting calls ``fit_rows`` / ``predict_rows`` / ``predict_split``, which default to
+``fit`` / ``predict_proba`` on the rows' texts; a member whose features belong to training
+rows rather than texts (out-of-fold embeddings) overrides them.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -24,6 +29,9 @@ from ..config import MemberConfig
 from ..errors import ArtifactError, ConfigError
 from ..io import read_json, write_json
 from ..labels import N_LABELS
+
+if TYPE_CHECKING:
+    from ..data import Corpus
 
 _REGISTRY: dict[str, type[FoldModel]] = {}
 
@@ -37,6 +45,9 @@ class MemberContext:
     device: str | None = None
     show_progress_bar: bool | None = None
     use_cache: bool = True
+    # Fold folders of other members, by name: a member that reads another member's fold models
+    # (``features: "finetuned:<name>"``) finds them here. In a run they sit in the member's folder.
+    member_folds: dict[str, list[Path]] = field(default_factory=dict)
 
 
 class FoldModel(ABC):
@@ -61,16 +72,39 @@ class FoldModel(ABC):
         texts = list(texts)
         if not texts:
             return np.zeros((0, N_LABELS), dtype=np.float32)
-        proba = np.asarray(self._predict_proba(texts), dtype=np.float32)
-        if proba.shape != (len(texts), N_LABELS):
-            raise RuntimeError(f"{type(self).__name__} returned shape {proba.shape}, expected ({len(texts)}, {N_LABELS})")
+        return self._checked(self._predict_proba(texts), len(texts))
+
+    # -- cross-fitting: rows of the run's train corpus ------------------------------------------------
+    def fit_rows(self, train: Corpus, rows: np.ndarray, *, workdir: Path | None = None) -> FoldModel:
+        """Train on rows ``rows`` of the run's train corpus (default: on their texts and labels)."""
+        return self.fit([train.texts[i] for i in rows], train.labels[rows], workdir=workdir)
+
+    def predict_rows(self, train: Corpus, rows: np.ndarray) -> np.ndarray:
+        """Probabilities of the held-out train rows ``rows`` (default: from their texts)."""
+        return self.predict_proba([train.texts[i] for i in rows])
+
+    def predict_split(self, split: str, texts: Sequence[str]) -> np.ndarray:
+        """Probabilities of every text of the run's split ``split`` (``test``/``eval``; default: from the texts)."""
+        return self.predict_proba(texts)
+
+    def depends_on(self) -> list[str]:
+        """Names of other members whose fold models this one reads when predicting."""
+        return []
+
+    def _checked(self, proba: Any, n_rows: int) -> np.ndarray:
+        proba = np.asarray(proba, dtype=np.float32)
+        if proba.shape != (n_rows, N_LABELS):
+            raise RuntimeError(f"{type(self).__name__} returned shape {proba.shape}, expected ({n_rows}, {N_LABELS})")
         return proba
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self._save(path)
-        write_json(path / "fold.json", {"kind": self.kind, "config": _config_dict(self.config)})
+        meta: dict[str, Any] = {"kind": self.kind, "config": _config_dict(self.config)}
+        if self.depends_on():
+            meta["depends_on"] = self.depends_on()
+        write_json(path / "fold.json", meta)
 
     @classmethod
     def load(cls, path: str | Path, context: MemberContext | None = None) -> FoldModel:
@@ -109,6 +143,11 @@ def register_member(kind: str):
     return decorate
 
 
+def member_kind(config: MemberConfig) -> str:
+    """The registered kind that builds ``config``: a head on ``finetuned:<member>`` features is ``finetuned-head``."""
+    return "finetuned-head" if config.kind == "head" and config.feature_source is not None else config.kind
+
+
 def member_class(kind: str) -> type[FoldModel]:
     _import_builtin_kinds()
     try:
@@ -119,7 +158,7 @@ def member_class(kind: str) -> type[FoldModel]:
 
 def build_member(config: MemberConfig, context: MemberContext | None = None) -> FoldModel:
     """A fresh, untrained fold model for ``config``."""
-    return member_class(config.kind)(config, context)
+    return member_class(member_kind(config))(config, context)
 
 
 def load_member(path: str | Path, context: MemberContext | None = None) -> FoldModel:
@@ -131,9 +170,14 @@ def load_member(path: str | Path, context: MemberContext | None = None) -> FoldM
     return member_class(kind).load(path, context)
 
 
+def saved_dependencies(path: str | Path) -> list[str]:
+    """Names of the members whose fold models the saved fold at ``path`` reads (``fold.json``)."""
+    return list(read_json(Path(path) / "fold.json").get("depends_on", []))
+
+
 def _import_builtin_kinds() -> None:
     # Imported here, not at module top, so that torch/peft load only when a kind needs them.
-    from . import head_member  # noqa: F401
+    from . import finetuned_head, head_member  # noqa: F401
 
     try:
         from .. import finetune  # noqa: F401
