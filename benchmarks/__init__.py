@@ -26,6 +26,20 @@ SECTIONS = ("quality", "cv", "speed", "finetune")
 logger = logging.getLogger("benchmarks")
 
 
+def setup_logging(quick: bool) -> None:
+    """INFO for ``benchmarks``; the library's own handler at INFO (WARNING in quick runs); nothing printed twice."""
+    from embedensemble._logging import set_verbosity
+
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    set_verbosity("WARNING" if quick else "INFO")
+    logging.getLogger("embedensemble").propagate = False
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 

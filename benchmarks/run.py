@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import os
 import shutil
 import sys
@@ -33,7 +32,7 @@ import numpy as np
 from . import RESULTS_DIR, ROOT, SECTIONS, Section, logger
 
 DATA_ROOT = ROOT.parent / "shared" / "data"
-FULL_SIZES = {"speed_texts": 2000, "repeats": 2, "fit_rows": 2000, "predict": 10_000, "latency_calls": 50, "no_cache": 1000,
+FULL_SIZES = {"speed_texts": 2000, "repeats": 2, "fit_rows": 2000, "predict": 10_000, "latency_calls": 50, "no_cache": 500,
               "trainer_rows": None, "trainer_epochs": 3.0}
 QUICK_SIZES = {"speed_texts": 100, "repeats": 1, "fit_rows": 200, "predict": 200, "latency_calls": 5, "no_cache": 60,
                "trainer_rows": 32, "trainer_epochs": 1.0, "train": 300, "dev": 100, "test": 60, "kaggle": 300, "folds": 2, "ft_steps": 2}
@@ -322,13 +321,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from embedensemble._logging import set_verbosity
-
-    from . import library_threads
+    from . import library_threads, setup_logging
 
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    set_verbosity("WARNING" if args.quick else "INFO")
+    setup_logging(args.quick)
     temporary = args.runs is None and args.quick
     runs_root = Path(tempfile.mkdtemp(prefix="bench-quick-")) if temporary else (args.runs or ROOT / "artifacts")
     runs_root.mkdir(parents=True, exist_ok=True)

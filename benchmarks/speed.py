@@ -1,7 +1,9 @@
 """Speed section: embedding throughput, cold vs warm fits, prediction throughput and latency, ONNX/int8.
 
-Every timing is taken in the same process on the same texts, so the ratios hold even on a shared,
-noisy machine; variants are interleaved and repeated, and the best repeat counts.
+Embedding variants are timed in this process on the same texts, interleaved and repeated (the best
+repeat counts), so their ratios hold even on a shared, noisy machine. Fits and predictions run in
+fresh child processes (``python -m benchmarks.speed <json spec>``) so that their peak memory and
+their cold/warm start are their own.
 """
 
 from __future__ import annotations
@@ -419,14 +421,13 @@ def _child(bench: Bench, task: str, tmp: Path, **params: Any) -> dict[str, Any]:
 def _child_main(spec: dict[str, Any]) -> None:
     import torch
 
-    from embedensemble._logging import set_verbosity
     from embedensemble.io import write_json
 
+    from . import setup_logging
     from .run import Bench
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     bench = Bench.from_spec(spec["bench"])
-    set_verbosity("WARNING" if bench.quick else "INFO")
+    setup_logging(bench.quick)
     torch.set_num_threads(bench.threads)
     params = spec["params"]
     if spec["task"] == "fit":

@@ -72,8 +72,9 @@ class MemberConfig:
     @property
     def feature_source(self) -> str | None:
         """The member named by ``features: "finetuned:<name>"`` (a head on its embeddings), else ``None``."""
-        if self.kind in ("head", "finetuned-head") and isinstance(self.features, str) and self.features.startswith(FINETUNED_FEATURES):
-            return self.features[len(FINETUNED_FEATURES) :].strip()
+        features = self.features
+        if self.kind in ("head", "finetuned-head") and isinstance(features, str) and features.startswith(FINETUNED_FEATURES):
+            return features[len(FINETUNED_FEATURES) :].strip()
         return None
 
 
@@ -195,7 +196,7 @@ class EnsembleConfig:
                 raise ConfigError(f"{where}: source member '{source}' is of kind {source_config.kind!r}, not 'pooled-finetune'")
             for name, mode in ((source, source_config.cv or self.cv.mode), (member.name, member.cv or self.cv.mode)):
                 if mode != "kfold":
-                    raise ConfigError(f"{where}: '{source}' and '{member.name}' must share the run's k folds; '{name}' has cv {mode!r}")
+                    raise ConfigError(f"{where}: '{source}' and '{member.name}' need k-fold cv; '{name}' has cv {mode!r}")
 
     def member(self, name: str) -> MemberConfig:
         for member in self.members:

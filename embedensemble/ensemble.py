@@ -5,7 +5,9 @@
 
 A saved ensemble is a folder: ``manifest.json`` (format and library versions, label order,
 members, checksums of every file), ``members/<name>/fold_<k>/`` (each fold's model),
-``stacker/`` and ``thresholds.json``. Nothing in it is unpickled on load.
+``stacker/`` and ``thresholds.json``. Nothing in it is unpickled on load. Members that a stacked
+member reads without being stacked themselves (the source of ``finetuned:<source>`` features)
+are copied the same way and listed under the manifest's ``dependencies``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from .data import Corpus, validate_texts
 from .errors import ArtifactError
 from .labels import EMOTIONS
 from .manifest import verify_folder, write_manifest
-from .members.base import FoldModel, MemberContext, load_member
+from .members.base import FoldModel, MemberContext, load_member, saved_dependencies, saved_fold_dirs
 from .stacker import Stacker
 from .thresholds import ThresholdOptimizer
 
@@ -40,6 +42,7 @@ class EmotionEnsemble:
         self.config = config or EnsembleConfig()
         self.use_cache = use_cache
         self.member_folds_: dict[str, list[Path]] = {}
+        self.dependency_folds_: dict[str, list[Path]] = {}  # read by stacked members, not stacked
         self._loaded: dict[str, list[FoldModel]] = {}
 
     # ------------------------------------------------------------------ training
@@ -101,7 +104,11 @@ class EmotionEnsemble:
     def _models(self, name: str) -> list[FoldModel]:
         if name not in self._loaded:
             context = MemberContext(
-                cache_dir=self.config.cache_dir, seed=self.config.seed, device=self.config.device, use_cache=self.use_cache
+                cache_dir=self.config.cache_dir,
+                seed=self.config.seed,
+                device=self.config.device,
+                use_cache=self.use_cache,
+                member_folds={**self.dependency_folds_, **self.member_folds_},
             )
             self._loaded[name] = [load_member(path, context) for path in self.member_folds_[name]]
         return self._loaded[name]
@@ -112,17 +119,24 @@ class EmotionEnsemble:
         self._check_fitted()
         path = Path(path)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent if path.parent.exists() else None))
-        members = []
-        for name, folds in self.member_folds_.items():
-            copies = []
-            for k, fold in enumerate(folds):
-                target = staging / "members" / name / f"fold_{k}"
-                shutil.copytree(fold, target, ignore=shutil.ignore_patterns("pred_*.npy", "DONE"))
-                copies.append(target.relative_to(staging).as_posix())
-            members.append({"name": name, "folds": copies, "config": dataclasses.asdict(self.config.member(name))})
+        members = [
+            {"name": name, "folds": _copy_folds(folds, staging, name), "config": dataclasses.asdict(self.config.member(name))}
+            for name, folds in self.member_folds_.items()
+        ]
+        dependencies = [{"name": name, "folds": _copy_folds(folds, staging, name)} for name, folds in self.dependency_folds_.items()]
         self.stacker_.save(staging / "stacker")
         self.thresholds_.save(staging / "thresholds.json")
-        write_manifest(staging, {"labels": list(EMOTIONS), "members": members, "config": self.config.to_dict(), "stacker": "stacker", "thresholds": "thresholds.json"})
+        write_manifest(
+            staging,
+            {
+                "labels": list(EMOTIONS),
+                "members": members,
+                "dependencies": dependencies,
+                "config": self.config.to_dict(),
+                "stacker": "stacker",
+                "thresholds": "thresholds.json",
+            },
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists():
             backup = path.with_name(path.name + ".old")
@@ -152,6 +166,12 @@ class EmotionEnsemble:
         config.device = device or config.device
         ensemble = cls(config, use_cache=use_cache)
         ensemble.member_folds_ = {m["name"]: [path / f for f in m["folds"]] for m in manifest["members"]}
+        ensemble.dependency_folds_ = {d["name"]: [path / f for f in d["folds"]] for d in manifest.get("dependencies", [])}
+        for name, folds in ensemble.member_folds_.items():
+            held = {*ensemble.member_folds_, *ensemble.dependency_folds_}
+            missing = sorted({d for f in folds for d in saved_dependencies(f)} - held)
+            if missing:
+                raise ArtifactError(f"{path}: member '{name}' reads member(s) {missing}, which the ensemble does not hold")
         ensemble.stacker_ = Stacker.load(path / manifest["stacker"])
         ensemble.thresholds_ = ThresholdOptimizer.load(path / manifest["thresholds"])
         return ensemble
@@ -162,6 +182,7 @@ class EmotionEnsemble:
     ) -> EmotionEnsemble:
         ensemble = cls(config)
         ensemble.member_folds_ = dict(member_folds)
+        ensemble.dependency_folds_ = _find_dependencies(ensemble.member_folds_)
         ensemble.stacker_ = stacker
         ensemble.thresholds_ = thresholds
         return ensemble
@@ -171,3 +192,29 @@ class EmotionEnsemble:
         return f"EmotionEnsemble(members=[{members}])"
 
 
+def _copy_folds(folds: list[Path], staging: Path, name: str) -> list[str]:
+    copies = []
+    for k, fold in enumerate(folds):
+        target = staging / "members" / name / f"fold_{k}"
+        shutil.copytree(fold, target, ignore=shutil.ignore_patterns("pred_*.npy", "DONE"))
+        copies.append(target.relative_to(staging).as_posix())
+    return copies
+
+
+def _find_dependencies(member_folds: dict[str, list[Path]]) -> dict[str, list[Path]]:
+    """Fold folders of members read by ``member_folds`` but not among them, found beside the reader.
+
+    Runs and ensembles both keep a member's folds in ``members/<name>/fold_<k>/``.
+    """
+    found: dict[str, list[Path]] = {}
+    for name, folds in member_folds.items():
+        for fold in folds:
+            for dependency in saved_dependencies(fold):
+                if dependency in member_folds or dependency in found:
+                    continue
+                dependency_folds = saved_fold_dirs(Path(fold).parent.parent / dependency)
+                if not dependency_folds:
+                    where = Path(fold).parent.parent
+                    raise ArtifactError(f"member '{name}' reads member '{dependency}', whose folds are not beside it in {where}")
+                found[dependency] = dependency_folds
+    return found

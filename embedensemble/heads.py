@@ -317,6 +317,7 @@ _RIDGE_SOFT_EDGE = 0.05
 class RidgeHead(_LinearHead):
     """Ridge regression on the 0/1 targets (all labels in one solve): the cheapest head.
 
+    ``alpha=3`` scored well on both MiniLM embeddings and TF-IDF (alpha in 1..30 tried).
     Its scores estimate probabilities directly but stray outside [0, 1]. They pass through
     unchanged inside [0.05, 0.95] and are squeezed exponentially beyond, so the output stays
     in (0, 1) yet keeps the order of the scores (a hard clip would tie every negative row).
@@ -356,7 +357,10 @@ class LGBMHead(Head):
     subsampling and a fixed number of rounds (no early stopping: a fold has no validation split
     of its own). ``n_jobs=1`` by default: on a busy 2-core machine LightGBM's OpenMP threads
     spin-wait, and 2 threads took over 6x the CPU time of one (``None`` or <= 0: all cores).
-    On sparse TF-IDF it is slow (~25 s per label) and weaker than ``logreg``.
+    ``class_weight="balanced"`` (positives up-weighted by negatives/positives): on MiniLM
+    embeddings of SemEval-2018 E-c it raised dev macro-F1 at tuned thresholds from 0.536 to 0.545
+    (and at 0.5 from 0.40 to 0.51); more rounds, fewer leaves or a higher rate did not help.
+    On sparse TF-IDF it is slow (~25 s CPU per label) and weaker than ``logreg``.
     """
 
     def __init__(
@@ -368,7 +372,7 @@ class LGBMHead(Head):
         bagging_fraction: float = 1.0,
         min_child_samples: int = 20,
         reg_lambda: float = 1.0,
-        class_weight: str | None = None,
+        class_weight: str | None = "balanced",
         n_jobs: int | None = 1,
         random_state: int | None = None,
     ) -> None:

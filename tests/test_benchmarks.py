@@ -39,7 +39,8 @@ def results(tmp_path_factory):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(out), "--no-readme"],
                           cwd=ROOT, capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    errors = [line for line in proc.stderr.splitlines() if "ERROR" in line or "Error" in line]
+    assert proc.returncode == 0, "\n".join(errors[:20]) + "\n...\n" + proc.stderr[-3000:]
     assert (ROOT / "README.md").read_text(encoding="utf-8") == readme, "--quick --no-readme must not touch the README"
     return {name: json.loads((out / f"{name}.json").read_text()) for name in ("quality", "cv", "speed", "finetune")}, out
 

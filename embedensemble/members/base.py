@@ -175,6 +175,12 @@ def saved_dependencies(path: str | Path) -> list[str]:
     return list(read_json(Path(path) / "fold.json").get("depends_on", []))
 
 
+def saved_fold_dirs(member_dir: str | Path) -> list[Path]:
+    """A member folder's saved folds ``fold_<k>/`` (run or ensemble layout), in fold order."""
+    found = [p.parent for p in Path(member_dir).glob("fold_*/fold.json") if p.parent.name[5:].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[5:]))
+
+
 def _import_builtin_kinds() -> None:
     # Imported here, not at module top, so that torch/peft load only when a kind needs them.
     from . import finetuned_head, head_member  # noqa: F401
