@@ -25,7 +25,7 @@ import pandas as pd
 from ._logging import get_logger
 from .config import EnsembleConfig, MemberConfig
 from .data import Corpus, validate_texts
-from .errors import ArtifactError
+from .errors import ArtifactError, ConfigError, DataError
 from .labels import EMOTIONS
 from .manifest import verify_folder, write_manifest
 from .members.base import FoldModel, MemberContext, load_member, saved_dependencies, saved_fold_dirs
@@ -33,6 +33,27 @@ from .stacker import Stacker
 from .thresholds import ThresholdOptimizer
 
 logger = get_logger(__name__)
+
+
+def _as_training_corpus(train: Corpus | Sequence[str], labels: np.ndarray | None) -> Corpus:
+    """Check training input and turn texts + labels into a :class:`Corpus` (errors name the row/column)."""
+    if isinstance(train, Corpus):
+        if labels is not None:
+            raise DataError("pass labels either inside the Corpus or as `labels`, not both")
+        if train.labels is None:
+            raise DataError("the training corpus has no labels", file=train.source)
+        return train
+    texts = validate_texts(train)
+    if labels is None:
+        raise DataError("fit(texts) needs labels: a 0/1 array of shape [n, 11]")
+    array = np.asarray(labels)
+    if array.shape != (len(texts), len(EMOTIONS)):
+        raise DataError(f"labels must have shape ({len(texts)}, {len(EMOTIONS)}), got {array.shape}", column="labels")
+    bad = np.argwhere(~np.isin(array, (0, 1)))
+    if len(bad):
+        row, col = map(int, bad[0])
+        raise DataError(f"label must be 0 or 1, got {array[row, col]!r}", row=row, column=EMOTIONS[col])
+    return Corpus([str(i) for i in range(len(texts))], texts, array.astype(np.int8))
 
 
 class EmotionEnsemble:
@@ -48,18 +69,24 @@ class EmotionEnsemble:
     # ------------------------------------------------------------------ training
     def fit(
         self,
-        train: Corpus,
+        train: Corpus | Sequence[str],
+        labels: np.ndarray | None = None,
         *,
         run_dir: str | os.PathLike | None = None,
         test: Corpus | None = None,
         eval: Corpus | None = None,
     ) -> EmotionEnsemble:
-        """Cross-fit every member, then stack; the run folder (a temp dir if not given) keeps everything."""
+        """Cross-fit every member, then stack; the run folder (a temp dir if not given) keeps everything.
+
+        ``train`` is a labelled :class:`Corpus` (e.g. ``load_dataset(path).train``) or a list of
+        texts with ``labels``, a 0/1 array [n, 11] in ``EMOTIONS`` order.
+        """
         from .fitting import fit_members
         from .stacking import stack_run
 
         if not self.config.members:
-            raise ArtifactError("the config has no members to fit")
+            raise ConfigError("the config has no members to fit")
+        train = _as_training_corpus(train, labels)
         run_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="embedensemble-run-"))
         fit_members(self.config, train, run_dir, test=test, eval=eval)
         fitted = stack_run(run_dir, write_report=False)

@@ -193,3 +193,33 @@ def test_config_round_trip_and_unknown_keys(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(data))
     with pytest.raises(ConfigError, match=r"members\[0\].*unknown key.*heads"):
         EnsembleConfig.load(tmp_path / "bad.json")
+
+
+def test_fit_from_texts_and_labels(tmp_path):
+    texts, labels = make_tweets(90)
+    ensemble = EmotionEnsemble(bow_config(1)).fit(texts, labels, run_dir=tmp_path / "run")
+    assert ensemble.predict(texts[:3]).shape == (3, 11)
+
+
+@pytest.mark.parametrize(
+    "labels, fragment",
+    [
+        (None, "needs labels"),
+        (np.zeros((5, 11)), "shape"),
+        (np.full((90, 11), 2), "must be 0 or 1"),
+    ],
+)
+def test_fit_bad_labels(tmp_path, labels, fragment):
+    from embedensemble.errors import DataError
+
+    texts, _ = make_tweets(90)
+    with pytest.raises(DataError, match=fragment):
+        EmotionEnsemble(bow_config(1)).fit(texts, labels, run_dir=tmp_path / "run")
+
+
+def test_fit_unlabelled_corpus_is_refused(tmp_path):
+    from embedensemble.errors import DataError
+
+    splits = load_dataset(write_kaggle(tmp_path / "d"))
+    with pytest.raises(DataError, match="no labels"):
+        EmotionEnsemble(bow_config(1)).fit(splits.test)
