@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ._logging import get_logger
-from .config import EnsembleConfig, MemberConfig
+from .config import EnsembleConfig
 from .data import Corpus, validate_texts
 from .errors import ArtifactError, ConfigError, DataError
 from .labels import EMOTIONS

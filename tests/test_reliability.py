@@ -1,7 +1,6 @@
 """Crashes, determinism and hostile inputs to predict (issue: reliability and safety)."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from embedensemble import EmotionEnsemble, EnsembleConfig
+from embedensemble import EnsembleConfig
 from embedensemble.data import load_dataset
 from embedensemble.errors import DataError
 from embedensemble.fitting import fit_members
