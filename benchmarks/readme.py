@@ -78,15 +78,17 @@ def _quality(res: dict[str, Any]) -> list[str]:
         rows.append([name, "own, tuned on OOF", *_metric_cells(m["eval"]), _secs(m.get("fit_seconds"))])
         rows.append([name, "0.5", *_metric_cells(m["eval_at_0.5"]), ""])
     for name, b in res.get("baselines", {}).items():
-        rows.append([f"*baseline:* {name}", "0.5", *_metric_cells(b["eval"]), _secs(b.get("fit_seconds"))])
+        fit = _secs(b.get("fit_seconds")) + (f" + {_secs(b['embed_seconds'])} embedding" if b.get("embed_seconds") else "")
+        rows.append([f"*baseline:* {name}", "0.5", *_metric_cells(b["eval"]), fit])
     for ref in res.get("references", []):
         rows.append([f"*published:* {ref['name']}", f"{ref['split']} (not re-run)", *_metric_cells(ref["metrics"]), ""])
     lines += _table(["system", "thresholds", *(label for _, label in METRICS), "fit time"], rows)
     v = res["stack_vs_best_member"]
     verdict = "beats" if v["stack_beats_best_member"] else "does **not** beat"
     lines.append(f"The stack ({_f(v['stack'])}) {verdict} its best single member `{v['best_member']}` ({_f(v['best_member_score'])}) "
-                 f"on dev macro-F1 (margin {v['margin']:+.3f}). Fit time is the member's {res['n_folds']}-fold cross-fit (embeddings from the cache when present). "
-                 "Baselines are trained once on the whole train split; published results are on the SemEval *test* split, ours on dev.")
+                 f"on dev macro-F1 (margin {v['margin']:+.3f}). A member's fit time is its {res['n_folds']}-fold cross-fit with predictions "
+                 "(embeddings read from the cache when present). Baselines are trained once on the whole train split (embedding time shown apart); "
+                 "published results are on the SemEval *test* split, ours on dev.")
     lines.append("")
     emotions = list(res["stack"]["eval"]["per_emotion_f1"])
     rows = [["stack", *(_f(res["stack"]["eval"]["per_emotion_f1"][e], 2) for e in emotions)]]
@@ -104,7 +106,8 @@ def _cv(res: dict[str, Any]) -> list[str]:
         rows.append([name, "own, tuned on OOF", *_metric_cells(m["oof"]), _secs(m.get("fit_seconds"))])
         rows.append([name, "0.5", *_metric_cells(m["oof_at_0.5"]), ""])
     lines += _table(["system", "thresholds", *(label for _, label in METRICS), "fit time"], rows)
-    lines.append("The stack's OOF scores come from a second level of cross-fitting, and its thresholds are tuned on those same OOF predictions (so they are slightly optimistic).")
+    lines.append("Tuned-threshold rows use thresholds chosen on the same out-of-fold predictions they are scored on (slightly optimistic); "
+                 "the stack's OOF probabilities come from a second level of cross-fitting.")
     return lines + [""]
 
 
@@ -133,7 +136,7 @@ def _speed(res: dict[str, Any]) -> list[str]:
     fit = res.get("fit")
     if fit:
         lines += [f"Fit of `{fit['config']}` ({len(fit['members'])} members, {fit['n_folds']} folds) on {fit['n_train']} train tweets + {fit['n_eval']} dev tweets, "
-                  f"with an empty embedding cache (cold) and again with the same cache and a new run folder (warm): "
+                  f"each in a fresh process with the library's default threads, first with an empty embedding cache (cold), then with the same cache and a new run folder (warm): "
                   f"**{fit['speedup_warm_vs_cold']:.2f}×** faster warm.", ""]
         rows = [[phase, _secs(fit[phase]["wall_seconds"]), _secs(fit[phase].get("process_seconds")), fit[phase]["cache_hits"], fit[phase]["cache_misses"],
                  _f(fit[phase]["peak_rss_mb"], 0)] for phase in ("cold", "warm")]
@@ -143,7 +146,7 @@ def _speed(res: dict[str, Any]) -> list[str]:
         fresh, none = p["fresh_cache"], p["no_cache"]
         lat = fresh["latency_ms"]
         lines += [f"Prediction with a loaded ensemble ({', '.join(p['members'])}; {max(p['folds_per_member'].values())} fold models per member; "
-                  f"`{Path(p['ensemble_dir']).parent.name}`), each measurement in a fresh process: with an empty embedding cache folder "
+                  f"`{Path(p['ensemble_dir']).parent.name}`), each measurement in a fresh process with the library's default threads: with an empty embedding cache folder "
                   "(a member's first fold model embeds the texts, the other folds read them from the cache) and with no cache "
                   "(`use_cache=False`: every fold model embeds the texts itself):", ""]
         rows = [["empty cache", f"{_f(fresh['tweets_per_s'], 1)} tweets/s ({fresh['n_texts']} tweets in {_secs(fresh['seconds'])})",

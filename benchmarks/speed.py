@@ -12,6 +12,7 @@ import contextlib
 import inspect
 import json
 import logging
+import os
 import shutil
 import statistics
 import subprocess
@@ -201,7 +202,8 @@ def _variants(backbone: str, tmp: Path, bench: Bench, extras: bool) -> dict[str,
     t0 = time.perf_counter()
     encoder = _encoder(backbone)
     encoder.encode(["warm-up"])
-    out["Encoder.encode (library thread policy)"] = (encoder.encode, time.perf_counter() - t0)
+    # torch's default thread count, so the library's load-aware policy (not this run's --threads) decides
+    out["Encoder.encode (library thread policy)"] = (_threads(d, encoder.encode), time.perf_counter() - t0)
     out["embed_texts, empty cache"] = (lambda t: embed_texts(t, encoder, EmbeddingCache(tmp / f"cold-{uuid.uuid4().hex}")), None)
     warm_root = tmp / f"warm-{backbone}"
 
@@ -216,14 +218,15 @@ def _variants(backbone: str, tmp: Path, bench: Bench, extras: bool) -> dict[str,
     for batch in () if bench.quick else (32, 128):
         out[f"Encoder.encode, batch {batch} (default 64)"] = (_encoder(backbone, batch_size=batch).encode, None)
     for int8 in (False, True):
-        name = f"ONNX Runtime {'int8 (dynamic quantization)' if int8 else 'fp32'}, {bench.threads} thread{'s' if bench.threads > 1 else ''}"
-        try:
-            t0 = time.perf_counter()
-            onnx = OnnxEncoder(backbone, bench.runs_root / "bench-onnx" / backbone, int8=int8, threads=bench.threads).load()
-            out[name] = (onnx.encode, time.perf_counter() - t0)
-        except Exception as exc:  # onnx missing or export failure: record, go on
-            logger.warning("%s skipped: %s", name, exc)
-            out[name] = (None, f"{type(exc).__name__}: {exc}")
+        for n in sorted({1, d}):
+            name = f"ONNX Runtime {'int8 (dynamic quantization)' if int8 else 'fp32'}, {n} thread{'s' if n > 1 else ''}"
+            try:
+                t0 = time.perf_counter()
+                onnx = OnnxEncoder(backbone, bench.runs_root / "bench-onnx" / backbone, int8=int8, threads=n).load()
+                out[name] = (onnx.encode, time.perf_counter() - t0)
+            except Exception as exc:  # onnx missing or export failure: record, go on
+                logger.warning("%s skipped: %s", name, exc)
+                out[name] = (None, f"{type(exc).__name__}: {exc}")
     return out
 
 
@@ -428,13 +431,15 @@ def _child_main(spec: dict[str, Any]) -> None:
 
     bench = Bench.from_spec(spec["bench"])
     setup_logging(bench.quick)
-    torch.set_num_threads(bench.threads)
+    # Children keep torch's default threads: what a user of the library gets (its encoder picks by load).
+    load_start = [round(x, 2) for x in os.getloadavg()]
     params = spec["params"]
     if spec["task"] == "fit":
         result = fit_phase(bench, Path(params["run_dir"]), Path(params["cache_dir"]))
     else:
         result = predict_speed(bench, Path(params["ensemble_dir"]), Path(spec["result"]).parent, use_cache=params["use_cache"])
     result["peak_rss_mb"] = round(max_rss_mb(), 1)
+    result.update(torch_threads=torch.get_num_threads(), load_average_at_start=load_start, load_average_at_end=[round(x, 2) for x in os.getloadavg()])
     write_json(spec["result"], result)
 
 

@@ -80,7 +80,7 @@ def stack_run(
     ensemble = EmotionEnsemble.from_parts(
         _stacked_config(config, names), {n: fold_dirs(run_dir / "members" / n) for n in names}, stacker, thresholds
     )
-    metrics = _metrics(run_dir, names, oof, labels, rows, thresholds, stacker)
+    metrics = _metrics(run_dir, names, oof, labels, rows, stack_oof, thresholds, stacker)
     metrics.update(objective=thresholds.objective, stacker_rows=int(len(rows)), holdout_only=bool(holdout_only), members_stacked=names)
     write_json(run_dir / "metrics.json", metrics)
     _write_submission(run_dir, names, stacker, thresholds)
@@ -106,9 +106,17 @@ def _stacked_config(config: EnsembleConfig, names: list[str]) -> EnsembleConfig:
     return EnsembleConfig.from_dict(data)
 
 
-def _metrics(run_dir: Path, names: list[str], oof: np.ndarray, labels: np.ndarray, rows: np.ndarray, thresholds: ThresholdOptimizer, stacker: Stacker) -> dict:
+def _metrics(
+    run_dir: Path,
+    names: list[str],
+    oof: np.ndarray,
+    labels: np.ndarray,
+    rows: np.ndarray,
+    stack_oof: np.ndarray,
+    thresholds: ThresholdOptimizer,
+    stacker: Stacker,
+) -> dict:
     """Members are scored at 0.5 and at their own OOF-tuned thresholds; the stack at its thresholds."""
-    stack_oof = load_array(run_dir / "stack_oof.npy")
     result: dict = {"members": {}, "stack": {"oof": evaluate(labels[rows], thresholds.predict(stack_oof[rows]))}}
     eval_labels = load_array(run_dir / "eval_labels.npy").astype(int) if (run_dir / "eval_labels.npy").is_file() else None
     for i, name in enumerate(names):
