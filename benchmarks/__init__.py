@@ -7,6 +7,7 @@ sections share: machine description, timers, peak-memory sampling and result wri
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -14,8 +15,9 @@ import resource
 import subprocess
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ def setup_logging(quick: bool) -> None:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _cpu_model() -> str:
@@ -193,3 +195,43 @@ class _Timer:
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.t0
         self.store[self.key] = round(self.seconds, 2)
+
+
+@contextlib.contextmanager
+def count_cache_hits() -> Iterator[dict[str, int]]:
+    """Sum ``EmbeddingCache`` hits/misses over every cache instance (the library keeps them per instance)."""
+    from embedensemble.cache import EmbeddingCache
+
+    stats = {"hits": 0, "misses": 0, "calls": 0}
+    original = EmbeddingCache.get_or_compute
+
+    def counted(self: Any, namespace: str, texts: Any, compute: Any) -> Any:
+        hits, misses = self.hits, self.misses
+        try:
+            return original(self, namespace, texts, compute)
+        finally:
+            stats["hits"] += self.hits - hits
+            stats["misses"] += self.misses - misses
+            stats["calls"] += 1
+
+    EmbeddingCache.get_or_compute = counted  # type: ignore[method-assign]
+    try:
+        yield stats
+    finally:
+        EmbeddingCache.get_or_compute = original  # type: ignore[method-assign]
+
+
+def with_threads(n: int, fn: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:
+    """``fn`` run with ``n`` torch threads (restored afterwards)."""
+
+    def call(texts: list[str]) -> Any:
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+        try:
+            return fn(texts)
+        finally:
+            torch.set_num_threads(before)
+
+    return call

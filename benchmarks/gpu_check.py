@@ -33,11 +33,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from embedensemble._logging import get_logger  # noqa: E402
-from embedensemble.config import MemberConfig  # noqa: E402
-from embedensemble.io import write_json  # noqa: E402
-from embedensemble.labels import N_LABELS  # noqa: E402
-from embedensemble.members.base import MemberContext, build_member, load_member  # noqa: E402
+from embedensemble._logging import get_logger
+from embedensemble.config import MemberConfig
+from embedensemble.io import write_json
+from embedensemble.labels import N_LABELS
+from embedensemble.members.base import MemberContext, build_member, load_member
 
 logger = get_logger("benchmarks.gpu_check")
 
@@ -58,11 +58,7 @@ PROMPT = {
     "pooling": "last_token",
     "append_eos": True,
 }
-WORDS = (
-    "i you we the a my so just really today tonight work game love hate happy sad angry afraid hope wow "
-    "never always again can't believe this that what why how morning coffee bus rain sun friends family "
-    "team win lose news phone music movie people life time day night week best worst ever more"
-).split()
+WORDS = ["i", "you", "we", "the", "a", "my", "so", "just", "really", "today", "tonight", "work", "game", "love", "hate", "happy", "sad", "angry", "afraid", "hope", "wow", "never", "always", "again", "can't", "believe", "this", "that", "what", "why", "how", "morning", "coffee", "bus", "rain", "sun", "friends", "family", "team", "win", "lose", "news", "phone", "music", "movie", "people", "life", "time", "day", "night", "week", "best", "worst", "ever", "more"]
 
 
 def synthetic_tweets(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
@@ -77,7 +73,7 @@ def word_tokenizer(folder: Path) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    extra = "Instruct Query : Identify the emotions expressed in tweet".split()
+    extra = ["Instruct", "Query", ":", "Identify", "the", "emotions", "expressed", "in", "tweet"]
     vocab = {w: i for i, w in enumerate(dict.fromkeys(["<unk>", "<s>", "</s>", *WORDS, *extra]))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()

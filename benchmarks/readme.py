@@ -71,6 +71,14 @@ def _machine(results: dict[str, dict]) -> list[str]:
     return lines + [""]
 
 
+def _reused(res: dict[str, Any]) -> list[str]:
+    reused = sorted(set(res.get("members_reused", [])) | set(res.get("members_copied_from_quality_run", [])))
+    if not reused:
+        return []
+    return [f"Members {', '.join(f'`{n}`' for n in reused)} were already fitted by an earlier run of this benchmark (same config, data and folds); "
+            "their fit times are from that run.", ""]
+
+
 def _quality(res: dict[str, Any]) -> list[str]:
     lines = [f"### Quality: SemEval-2018 E-c dev ({res['n_eval']} tweets), trained on train ({res['n_train']} tweets), {res['n_folds']}-fold cross-fitting", ""]
     rows = [[f"**stack** ({len(res['members'])} members)", "per emotion, tuned on stacker OOF", *_metric_cells(res["stack"]["eval"]), "–"]]
@@ -96,7 +104,7 @@ def _quality(res: dict[str, Any]) -> list[str]:
     rows += [[f"*{name}*", *(_f(b["eval"]["per_emotion_f1"][e], 2) for e in emotions)] for name, b in res.get("baselines", {}).items()]
     lines += ["Per-emotion F1 on dev (members at their tuned thresholds, baselines at 0.5):", ""]
     lines += _table(["system", *emotions], rows)
-    return lines
+    return lines + _reused(res)
 
 
 def _cv(res: dict[str, Any]) -> list[str]:
@@ -133,6 +141,11 @@ def _speed(res: dict[str, Any]) -> list[str]:
         rows = [[name, _f(v["eval"]["macro_f1"]), _f(v["eval"]["micro_f1"]), _secs(v["embed_seconds"])] for name, v in q.items() if isinstance(v, dict) and "eval" in v]
         lines += [f"Does ONNX / int8 cost quality? {q['backbone']} embeddings + {q['head']}, trained on {q['n_train']}, scored on {q['n_eval']} dev tweets:", ""]
         lines += _table(["embeddings", "dev macro-F1", "dev micro-F1", f"embed {q['n_train'] + q['n_eval']} tweets"], rows)
+        for name, v in res.get("onnx_verdict", {}).items():
+            if isinstance(v, dict) and "speedup_vs_best_torch" in v:
+                lines.append(f"- {name}: {v['speedup_vs_best_torch']:.2f}× the best torch `Encoder` variant, dev macro-F1 {v['macro_f1_change'] + 0.0:+.4f} "
+                             f"→ {'worth adopting' if v['keep'] else 'not worth adopting'} ({res['onnx_verdict']['rule']}).")
+        lines.append("")
     fit = res.get("fit")
     if fit:
         lines += [f"Fit of `{fit['config']}` ({len(fit['members'])} members, {fit['n_folds']} folds) on {fit['n_train']} train tweets + {fit['n_eval']} dev tweets, "
@@ -176,6 +189,11 @@ def _finetune(res: dict[str, Any]) -> list[str]:
                      f"at tuned thresholds, {_f(pair['finetuned_macro_f1_at_0.5'])} vs {_f(pair['frozen_macro_f1_at_0.5'])} at 0.5; "
                      f"cross-fit time {_secs(pair['finetuned_fit_seconds'])} vs {_secs(pair['frozen_fit_seconds'])}. ")
     lines.append(f"Adding the fine-tuned member(s) changes the stack's dev macro-F1 by {c['stack_gain']:+.3f}.")
+    v = res.get("stack_vs_best_member")
+    if v:
+        verdict = "beats" if v["stack_beats_best_member"] else "does **not** beat"
+        lines.append(f"The full stack ({_f(v['stack'])}) {verdict} its best member `{v['best_member']}` ({_f(v['best_member_score'])}; margin {v['margin']:+.4f}).")
+    lines += [""] + _reused(res)
     return lines + [""]
 
 

@@ -111,9 +111,6 @@ class Bench:
             config.cv = dataclasses.replace(config.cv, n_folds=self.sizes["folds"])
         return config
 
-    def config_for_speed(self) -> Any:
-        return self.config()
-
     def run_dir(self, name: str) -> Path:
         return self.runs_root / name
 
@@ -132,13 +129,19 @@ def _member_fit_info(run_dir: Path, name: str) -> dict[str, Any]:
             "head_fit_seconds": round(sum(read_json(p).get("fit_seconds", 0.0) for p in folds), 1)}
 
 
+def _done_members(config: Any, run_dir: Path) -> list[str]:
+    from embedensemble.io import read_json
+
+    return [m.name for m in config.members if (run_dir / "members" / m.name / "member.json").is_file()
+            and read_json(run_dir / "members" / m.name / "member.json").get("status") == "done"]
+
+
 def _fit_and_stack(section: Section, config: Any, train: Any, run_dir: Path, *, test: Any = None, eval: Any = None, info: dict | None = None) -> dict:
     from embedensemble.fitting import fit_members
     from embedensemble.io import read_json
     from embedensemble.stacking import stack_run
 
-    done_before = [m.name for m in config.members if (run_dir / "members" / m.name / "member.json").is_file()
-                   and read_json(run_dir / "members" / m.name / "member.json").get("status") == "done"]
+    done_before = _done_members(config, run_dir)
     with section.time("fit_members"):
         fit_members(config, train, run_dir, test=test, eval=eval, data_info=info)
     with section.time("stack"):
@@ -265,6 +268,7 @@ def run_finetune(bench: Bench) -> Path:
             raise ValueError(f"needs fine-tuned and frozen members; config has fine-tuned {tuned}, frozen {frozen}")
         run_dir = bench.run_dir("bench-finetune")
         run_dir.mkdir(parents=True, exist_ok=True)
+        res["members_reused"] = _done_members(config, run_dir)
         res["members_copied_from_quality_run"] = _reuse_members(bench, config, run_dir, frozen)
         with section.time("fit_members"):
             fit_members(config, bench.semeval_train, run_dir, eval=bench.semeval_dev, data_info={"benchmark": "finetune"})
@@ -277,6 +281,7 @@ def run_finetune(bench: Bench) -> Path:
         res["members"] = {name: {**m, **_member_fit_info(run_dir, name)} for name, m in metrics["members"].items()}
         res["stack_with_finetuned"] = metrics["stack"]
         res["comparison"] = _finetune_comparison(config, res, tuned, frozen)
+        res["stack_vs_best_member"] = _compare(metrics, "eval")
         res.update(run_dir=str(run_dir), n_folds=config.cv.n_folds, n_train=len(bench.semeval_train), n_eval=len(bench.semeval_dev),
                    finetuned_members=tuned, frozen_members=frozen, member_params={m.name: m.params for m in config.members if m.kind != "head"})
         res["skipped"] = False

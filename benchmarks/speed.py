@@ -8,7 +8,6 @@ their cold/warm start are their own.
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import logging
@@ -20,13 +19,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import ROOT, PeakRSS, Section, max_rss_mb, rss_mb
+from . import ROOT, PeakRSS, Section, baselines, count_cache_hits, max_rss_mb, rss_mb, with_threads
 
 if TYPE_CHECKING:
     from .run import Bench
@@ -34,140 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("benchmarks.speed")
 
 
-@contextlib.contextmanager
-def count_cache_hits() -> Iterator[dict[str, int]]:
-    """Sum ``EmbeddingCache`` hits/misses over every cache instance (the library keeps them per instance)."""
-    from embedensemble.cache import EmbeddingCache
-
-    stats = {"hits": 0, "misses": 0, "calls": 0}
-    original = EmbeddingCache.get_or_compute
-
-    def counted(self: Any, namespace: str, texts: Any, compute: Any) -> np.ndarray:
-        hits, misses = self.hits, self.misses
-        try:
-            return original(self, namespace, texts, compute)
-        finally:
-            stats["hits"] += self.hits - hits
-            stats["misses"] += self.misses - misses
-            stats["calls"] += 1
-
-    EmbeddingCache.get_or_compute = counted  # type: ignore[method-assign]
-    try:
-        yield stats
-    finally:
-        EmbeddingCache.get_or_compute = original  # type: ignore[method-assign]
-
-
-# ----------------------------------------------------------------------------- ONNX encoders
-
-
-class OnnxEncoder:
-    """Mean-pooled, L2-normalised sentence embeddings from an ONNX export of a backbone, run by onnxruntime.
-
-    The export (torch's TorchScript exporter) takes a prepared 4-D attention mask: given a 2-D mask,
-    transformers 5's mask builder is traced as a constant and the ONNX vectors drift (cosine ~0.9).
-    """
-
-    def __init__(self, backbone: str, folder: Path, *, int8: bool = False, batch_size: int = 64, threads: int = 1) -> None:
-        from embedensemble.backbones import get_backbone_spec, resolve_weights
-
-        self.spec = get_backbone_spec(backbone)
-        self.path = resolve_weights(self.spec)
-        self.folder, self.int8, self.batch_size, self.threads = Path(folder), int8, batch_size, threads
-        self.export_seconds = 0.0
-
-    def _export(self) -> Path:
-        import torch
-        from transformers import AutoModel, AutoTokenizer
-
-        fp32 = self.folder / "model.onnx"
-        if not fp32.is_file():
-            started = time.perf_counter()
-            model = AutoModel.from_pretrained(str(self.path), local_files_only=True).eval()
-            tokenizer = AutoTokenizer.from_pretrained(str(self.path))
-            wrapper = _PooledForExport(model)
-            sample = tokenizer(["an example tweet", "a longer example tweet for the export"], padding=True, return_tensors="pt")
-            self.folder.mkdir(parents=True, exist_ok=True)
-            axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}}
-            partial = fp32.with_suffix(".partial")
-            with torch.no_grad():
-                torch.onnx.export(wrapper, (sample["input_ids"], sample["attention_mask"]), str(partial), input_names=["input_ids", "attention_mask"],
-                                  output_names=["embedding"], dynamic_axes=axes, opset_version=17, dynamo=False)
-            partial.replace(fp32)
-            self.export_seconds += time.perf_counter() - started
-        if not self.int8:
-            return fp32
-        int8 = self.folder / "model-int8.onnx"
-        if not int8.is_file():
-            from onnxruntime.quantization import QuantType, quantize_dynamic
-
-            started = time.perf_counter()
-            quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
-            self.export_seconds += time.perf_counter() - started
-        return int8
-
-    def load(self) -> OnnxEncoder:
-        import onnxruntime as ort
-        from transformers import AutoTokenizer
-
-        model_file = self._export()
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        self.session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
-        self.tokenizer = AutoTokenizer.from_pretrained(str(self.path))
-        return self
-
-    def encode(self, texts: list[str]) -> np.ndarray:
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        out = np.empty((len(texts), 0), dtype=np.float32)
-        for start in range(0, len(texts), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            enc = self.tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=self.spec.max_length, return_tensors="np")
-            vectors = self.session.run(None, {"input_ids": enc["input_ids"].astype(np.int64), "attention_mask": enc["attention_mask"].astype(np.int64)})[0]
-            if out.shape[1] == 0:
-                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
-            out[rows] = vectors
-        return out
-
-
-def _PooledForExport(model: Any) -> Any:  # noqa: N802 - builds a torch module lazily (torch imported on use)
-    import torch
-
-    takes_token_types = "token_type_ids" in inspect.signature(model.forward).parameters
-
-    class Pooled(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            mask4d = attention_mask[:, None, None, :].bool()
-            extra = {"token_type_ids": torch.zeros_like(input_ids)} if takes_token_types else {}
-            hidden = self.model(input_ids=input_ids, attention_mask=mask4d, **extra).last_hidden_state
-            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, p=2, dim=-1)
-
-    return Pooled()
-
-
 # ----------------------------------------------------------------------------- embedding throughput
-
-
-def _threads(n: int, fn: Callable[[list[str]], np.ndarray]) -> Callable[[list[str]], np.ndarray]:
-    """``fn`` run with ``n`` torch threads (restored afterwards)."""
-
-    def call(texts: list[str]) -> np.ndarray:
-        import torch
-
-        before = torch.get_num_threads()
-        torch.set_num_threads(n)
-        try:
-            return fn(texts)
-        finally:
-            torch.set_num_threads(before)
-
-    return call
 
 
 def _encoder(backbone: str, threads: int | None = None, **kw: Any) -> Any:
@@ -177,7 +43,7 @@ def _encoder(backbone: str, threads: int | None = None, **kw: Any) -> Any:
         return Encoder(backbone, num_threads=threads, **kw)
     encoder = Encoder(backbone, **kw)
     if threads is not None:  # an Encoder without its own thread setting
-        encoder.encode = _threads(threads, encoder.encode)
+        encoder.encode = with_threads(threads, encoder.encode)
     return encoder
 
 
@@ -195,22 +61,22 @@ def _variants(backbone: str, tmp: Path, bench: Bench, extras: bool) -> dict[str,
     out: dict[str, Variant] = {}
     t0 = time.perf_counter()
     st = SentenceTransformer(str(resolve_weights(backbone)), device="cpu")
-    plain = lambda t: st.encode(t, show_progress_bar=False, convert_to_numpy=True)  # noqa: E731
-    out[f"SentenceTransformer.encode, {d} threads (torch default)"] = (_threads(d, plain), time.perf_counter() - t0)
+    plain = lambda t: st.encode(t, show_progress_bar=False, convert_to_numpy=True)
+    out[f"SentenceTransformer.encode, {d} threads (torch default)"] = (with_threads(d, plain), time.perf_counter() - t0)
     if d != 1:
-        out["SentenceTransformer.encode, 1 thread"] = (_threads(1, plain), None)
+        out["SentenceTransformer.encode, 1 thread"] = (with_threads(1, plain), None)
     t0 = time.perf_counter()
     encoder = _encoder(backbone)
     encoder.encode(["warm-up"])
     # torch's default thread count, so the library's load-aware policy (not this run's --threads) decides
-    out["Encoder.encode (library thread policy)"] = (_threads(d, encoder.encode), time.perf_counter() - t0)
-    out["embed_texts, empty cache"] = (lambda t: embed_texts(t, encoder, EmbeddingCache(tmp / f"cold-{uuid.uuid4().hex}")), None)
+    out["Encoder.encode (library thread policy)"] = (with_threads(d, encoder.encode), time.perf_counter() - t0)
+    out["embed_texts, empty cache"] = (with_threads(d, lambda t: embed_texts(t, encoder, EmbeddingCache(tmp / f"cold-{uuid.uuid4().hex}"))), None)
     warm_root = tmp / f"warm-{backbone}"
 
     def warm(texts: list[str]) -> np.ndarray:  # a new cache object each time, as a new process would read it
         return embed_texts(texts, encoder, EmbeddingCache(warm_root))
 
-    out["embed_texts, warm cache"] = (warm, None)
+    out["embed_texts, warm cache"] = (with_threads(d, warm), None)
     if not extras:
         return out
     for n in sorted({1, d}):
@@ -222,7 +88,7 @@ def _variants(backbone: str, tmp: Path, bench: Bench, extras: bool) -> dict[str,
             name = f"ONNX Runtime {'int8 (dynamic quantization)' if int8 else 'fp32'}, {n} thread{'s' if n > 1 else ''}"
             try:
                 t0 = time.perf_counter()
-                onnx = OnnxEncoder(backbone, bench.runs_root / "bench-onnx" / backbone, int8=int8, threads=n).load()
+                onnx = baselines.OnnxEncoder(backbone, bench.runs_root / "bench-onnx" / backbone, int8=int8, threads=n).load()
                 out[name] = (onnx.encode, time.perf_counter() - t0)
             except Exception as exc:  # onnx missing or export failure: record, go on
                 logger.warning("%s skipped: %s", name, exc)
@@ -270,9 +136,9 @@ def embedding_throughput(bench: Bench, backbone: str, texts: list[str], repeats:
 def onnx_quality(bench: Bench, backbone: str) -> dict[str, Any]:
     """Dev macro-F1 of backbone + one-vs-rest LogisticRegression (threshold 0.5) with torch vs ONNX vectors."""
     from embedensemble.cache import EmbeddingCache, embed_texts
+    from embedensemble.metrics import evaluate
 
     from .baselines import _ovr_logreg
-    from embedensemble.metrics import evaluate
 
     train, dev = bench.semeval_train, bench.semeval_dev
     texts = train.texts + dev.texts
@@ -282,7 +148,7 @@ def onnx_quality(bench: Bench, backbone: str) -> dict[str, Any]:
     for int8 in (False, True):
         name = f"ONNX Runtime {'int8 (dynamic)' if int8 else 'fp32'}"
         try:
-            sources[name] = OnnxEncoder(backbone, bench.runs_root / "bench-onnx" / backbone, int8=int8, threads=bench.threads).load().encode
+            sources[name] = baselines.OnnxEncoder(backbone, bench.runs_root / "bench-onnx" / backbone, int8=int8, threads=bench.threads).load().encode
         except Exception as exc:
             logger.warning("%s skipped: %s", name, exc)
     result: dict[str, Any] = {"backbone": backbone, "n_train": len(train), "n_eval": len(dev), "head": "one-vs-rest LogisticRegression, threshold 0.5"}
@@ -298,6 +164,24 @@ def onnx_quality(bench: Bench, backbone: str) -> dict[str, Any]:
     return result
 
 
+def onnx_verdict(embedding: dict[str, Any], quality: dict[str, Any], min_speedup: float = 1.1, max_f1_loss: float = 0.002) -> dict[str, Any]:
+    """Keep an ONNX backend only if its best throughput beats the torch Encoder's best by ``min_speedup`` without losing macro-F1."""
+    variants = embedding["variants"]
+    torch_best = max(v["tweets_per_s"] for name, v in variants.items() if name.startswith("Encoder.encode") and "tweets_per_s" in v)
+    torch_f1 = quality.get("torch (Encoder, cached)", {}).get("eval", {}).get("macro_f1")
+    verdict: dict[str, Any] = {"rule": f"speed-up >= {min_speedup} over the best torch Encoder variant and dev macro-F1 loss <= {max_f1_loss}"}
+    for kind, quality_name in (("fp32", "ONNX Runtime fp32"), ("int8 (dynamic quantization)", "ONNX Runtime int8 (dynamic)")):
+        runs = [v["tweets_per_s"] for name, v in variants.items() if name.startswith(f"ONNX Runtime {kind},") and "tweets_per_s" in v]
+        f1 = quality.get(quality_name, {}).get("eval", {}).get("macro_f1")
+        if not runs or f1 is None or torch_f1 is None:
+            verdict[quality_name] = {"keep": False, "reason": "not measured"}
+            continue
+        speedup, loss = max(runs) / torch_best, torch_f1 - f1
+        verdict[quality_name] = {"speedup_vs_best_torch": round(speedup, 3), "macro_f1_change": round(-loss, 4),
+                                 "keep": bool(speedup >= min_speedup and loss <= max_f1_loss)}
+    return verdict
+
+
 # ----------------------------------------------------------------------------- fit and predict
 
 
@@ -306,7 +190,7 @@ def fit_phase(bench: Bench, run_dir: Path, cache_dir: Path) -> dict[str, Any]:
     from embedensemble.fitting import fit_members
     from embedensemble.stacking import stack_run
 
-    config = bench.config_for_speed()
+    config = bench.config()
     config.cache_dir = str(cache_dir)
     train = bench.semeval_train.subset(np.arange(min(bench.sizes["fit_rows"], len(bench.semeval_train))))
     with count_cache_hits() as stats:
@@ -461,6 +345,7 @@ def run(bench: Bench) -> Path:
             res["embedding"][backbone] = embedding_throughput(bench, backbone, texts, bench.sizes["repeats"] if backbone == "minilm" else 1, extras=backbone == "minilm")
     with section.time("onnx_quality"):
         res["onnx_quality"] = onnx_quality(bench, "minilm")
+    res["onnx_verdict"] = onnx_verdict(res["embedding"]["minilm"], res["onnx_quality"])
     tmp = Path(tempfile.mkdtemp(prefix="bench-speed-", dir=bench.runs_root))
     try:
         with section.time("fit_cold_warm"):

@@ -10,9 +10,9 @@ from .ensemble import EmotionEnsemble
 from .labels import EMOTIONS
 
 __all__ = [
+    "EMOTIONS",
     "CVConfig",
     "Corpus",
-    "EMOTIONS",
     "EmotionEnsemble",
     "EnsembleConfig",
     "MemberConfig",

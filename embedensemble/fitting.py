@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +80,7 @@ def _start_run(config: EnsembleConfig, train: Corpus, run_dir: Path, test: Corpu
     write_json(
         run_dir / "run.json",
         {
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "fingerprints": fingerprints,
             "n_train": len(train),
             "n_test": len(test) if test is not None else 0,

@@ -49,7 +49,7 @@ def _created(run_info: dict[str, Any] | None, folder: Path) -> str:
     except ValueError:
         when = None
     if when is None:
-        when = _dt.datetime.fromtimestamp(folder.stat().st_mtime, tz=_dt.timezone.utc)
+        when = _dt.datetime.fromtimestamp(folder.stat().st_mtime, tz=_dt.UTC)
     return when.strftime("%Y-%m-%d %H:%M")
 
 

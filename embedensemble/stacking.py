@@ -81,7 +81,7 @@ def stack_run(
         _stacked_config(config, names), {n: fold_dirs(run_dir / "members" / n) for n in names}, stacker, thresholds
     )
     metrics = _metrics(run_dir, names, oof, labels, rows, stack_oof, thresholds, stacker)
-    metrics.update(objective=thresholds.objective, stacker_rows=int(len(rows)), holdout_only=bool(holdout_only), members_stacked=names)
+    metrics.update(objective=thresholds.objective, stacker_rows=len(rows), holdout_only=bool(holdout_only), members_stacked=names)
     write_json(run_dir / "metrics.json", metrics)
     _write_submission(run_dir, names, stacker, thresholds)
     ensemble.save(run_dir / "ensemble")

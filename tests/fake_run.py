@@ -119,7 +119,7 @@ def make_fake_run(
         "stack": {"objective": objective, "meta_learner": "logreg", "meta_C": 1.0, "threshold_step": 0.02,
                   "threshold_shrinkage": 1.0, "threshold_prior_count": 30.0, "members": None},
     })
-    created = _dt.datetime(2025, 1, 1, tzinfo=_dt.timezone.utc) + _dt.timedelta(hours=seed)
+    created = _dt.datetime(2025, 1, 1, tzinfo=_dt.UTC) + _dt.timedelta(hours=seed)
     write_json(run / "run.json", {
         "created": created.isoformat(), "data_dir": "/data/semeval", "data_kind": "semeval",
         "n_train": n_train, "n_test": n_test, "n_eval": n_eval, "versions": {"embedensemble": "0.0.0", "numpy": np.__version__},

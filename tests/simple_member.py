@@ -6,7 +6,6 @@ and records every text it was trained on so tests can check no row predicts itse
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import numpy as np

@@ -26,7 +26,7 @@ CUES = {
     "surprise": ["shocked", "unexpected", "wow"],
     "trust": ["reliable", "loyal", "faithful"],
 }
-FILLER = "the a my this today with friends at work again really so just about game coffee bus".split()
+FILLER = ["the", "a", "my", "this", "today", "with", "friends", "at", "work", "again", "really", "so", "just", "about", "game", "coffee", "bus"]
 
 
 def make_tweets(n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
@@ -67,7 +67,7 @@ def write_semeval(folder: Path, n_train: int = 120, n_dev: int = 40, n_test: int
     folder.mkdir(parents=True, exist_ok=True)
     texts, labels = make_tweets(n_train + n_dev + n_test, seed)
     header = "\t".join(["ID", "Tweet", *EMOTIONS])
-    spans = {"train": range(0, n_train), "dev": range(n_train, n_train + n_dev), "test": range(n_train + n_dev, n_train + n_dev + n_test)}
+    spans = {"train": range(n_train), "dev": range(n_train, n_train + n_dev), "test": range(n_train + n_dev, n_train + n_dev + n_test)}
     for split, rows in spans.items():
         lines = [header]
         for i in rows:

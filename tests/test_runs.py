@@ -109,7 +109,7 @@ def _fake_mlflow(calls: dict[str, Any]) -> types.ModuleType:
         def __enter__(self) -> Run:
             return self
 
-        def __exit__(self, *exc: Any) -> None:
+        def __exit__(self, *exc: object) -> None:
             calls["ended"] = True
 
     module.set_experiment = lambda name: calls.__setitem__("experiment", name)  # type: ignore[attr-defined]

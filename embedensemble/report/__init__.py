@@ -22,7 +22,7 @@ from ..io import PathLike, atomic_write_bytes, atomic_write_text, load_array, re
 from ..labels import EMOTIONS, N_LABELS
 from . import html as H
 
-__all__ = ["build_report", "RunData", "load_run_data"]
+__all__ = ["RunData", "build_report", "load_run_data"]
 
 logger = get_logger(__name__)
 METRIC_KEYS = ("macro_f1", "micro_f1", "jaccard", "subset_accuracy", "n")
