@@ -75,8 +75,10 @@ def _reused(res: dict[str, Any]) -> list[str]:
     reused = sorted(set(res.get("members_reused", [])) | set(res.get("members_copied_from_quality_run", [])))
     if not reused:
         return []
-    return [f"Members {', '.join(f'`{n}`' for n in reused)} were already fitted by an earlier run of this benchmark (same config, data and folds); "
-            "their fit times are from that run.", ""]
+    return [f"Members {', '.join(f'`{n}`' for n in reused)} were already fitted by an earlier run of a benchmark on the same data "
+            "and folds (or copied from the quality run); their fit times are from that run. A head on fine-tuned embeddings "
+            "(`finetuned:<member>`) times only its own fit: the fine-tuned member's embedding tables (one pass of its fold models over the data) "
+            "are made once, before the first such head, outside that time.", ""]
 
 
 def _quality(res: dict[str, Any]) -> list[str]:

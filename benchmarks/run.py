@@ -237,6 +237,8 @@ def _finetune_comparison(config: Any, res: dict, tuned: list[str], frozen: list[
     pairs = []
     for name in tuned:
         backbone = config.member(name).backbone
+        if not backbone:  # a head on fine-tuned embeddings: compared through the stack only
+            continue
         ref = next((f for f in frozen if config.member(f).features == backbone), frozen[0])
         pairs.append({"finetuned": name, "frozen": ref,
                       "finetuned_macro_f1": members[name]["eval"]["macro_f1"], "frozen_macro_f1": members[ref]["eval"]["macro_f1"],
@@ -262,8 +264,9 @@ def run_finetune(bench: Bench) -> Path:
         config = bench.config(bench.finetune_config)
         for member in config.members:
             member_class(member.kind)
-        tuned = [m.name for m in config.members if m.kind != "head"]
-        frozen = [m.name for m in config.members if m.kind == "head"]
+        # Heads on a fine-tuned member's embeddings ("finetuned:<name>") count as fine-tuned members.
+        tuned = [m.name for m in config.members if m.kind != "head" or m.feature_source]
+        frozen = [m.name for m in config.members if m.name not in tuned]
         if not tuned or not frozen:
             raise ValueError(f"needs fine-tuned and frozen members; config has fine-tuned {tuned}, frozen {frozen}")
         run_dir = bench.run_dir("bench-finetune")

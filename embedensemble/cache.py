@@ -70,6 +70,7 @@ class EmbeddingCache:
         self.hits = 0
         self.misses = 0
         self._shards: dict[str, dict[str, _Shard]] = {}
+        self._indexes: dict[str, tuple[tuple, dict[str, tuple[_Shard, int]]]] = {}
 
     def __repr__(self) -> str:
         return f"EmbeddingCache({str(self.root)!r}, hits={self.hits}, misses={self.misses})"
@@ -162,10 +163,17 @@ class EmbeddingCache:
         dims = {int(s.embeddings.shape[1]) for s in loaded.values()}
         if len(dims) > 1:
             raise ArtifactError(f"{folder}: shards of different widths {sorted(dims)} in one namespace; clear it")
+        # Rebuilt only when the set of shards changes: a warm lookup of one tweet stays cheap.
+        signature = tuple((name, id(loaded[name])) for name in sorted(loaded))
+        cached = self._indexes.get(namespace)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
         index: dict[str, tuple[_Shard, int]] = {}
-        for shard in loaded.values():
+        for name, _ in signature:
+            shard = loaded[name]
             for row, key in enumerate(shard.keys):
                 index.setdefault(key.decode("ascii"), (shard, row))
+        self._indexes[namespace] = (signature, index)
         return index
 
     @staticmethod

@@ -8,6 +8,8 @@ rebuilds the sklearn vectorizers from them: no pickle.
 
 from __future__ import annotations
 
+import hashlib
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -192,6 +194,7 @@ class EmbeddingFeatures:
         self.batch_size = batch_size
         self._encoder: Any = None
         self._cache: Any = None
+        self._last: tuple[str, np.ndarray] | None = None
 
     @property
     def encoder(self) -> Any:
@@ -216,10 +219,17 @@ class EmbeddingFeatures:
         return self
 
     def transform(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings ``[n, dim]`` (read-only). The last call's are kept: the K fold models of a member,
+        and other members on the same backbone, share this object and embed a batch of texts once."""
         texts = list(texts)
+        digest = _texts_digest(texts)
+        if self._last is not None and self._last[0] == digest:
+            return self._last[1]
         X = np.asarray(self._embed(texts), dtype=np.float32)
         if X.ndim != 2 or X.shape[0] != len(texts):
             raise RuntimeError(f"backbone {self.backbone!r} returned embeddings of shape {X.shape} for {len(texts)} texts")
+        X.setflags(write=False)
+        self._last = (digest, X)
         return X
 
     def fit_transform(self, texts: Sequence[str]) -> np.ndarray:
@@ -236,6 +246,35 @@ class EmbeddingFeatures:
 
 FeatureSource = TfidfFeatures | EmbeddingFeatures
 
+# One EmbeddingFeatures per backbone and settings, shared by every fold model that holds it:
+# the encoder's weights load once per process and a batch of texts is embedded once per call.
+_SHARED: weakref.WeakValueDictionary[tuple, EmbeddingFeatures] = weakref.WeakValueDictionary()
+
+
+def _texts_digest(texts: list[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:  # length-prefixed, so no two different lists hash alike
+        encoded = text.encode("utf-8", "surrogatepass")
+        digest.update(len(encoded).to_bytes(8, "little"))
+        digest.update(encoded)
+    return f"{len(texts)}-{digest.hexdigest()}"
+
+
+def shared_embedding_features(name: str, context: MemberContext) -> EmbeddingFeatures:
+    """The process-wide :class:`EmbeddingFeatures` of backbone ``name`` under ``context``'s settings."""
+    key = (name, context.cache_dir, context.use_cache, context.show_progress_bar, str(context.device))
+    features = _SHARED.get(key)
+    if features is None:
+        features = EmbeddingFeatures(
+            name,
+            cache_dir=context.cache_dir,
+            use_cache=context.use_cache,
+            show_progress_bar=context.show_progress_bar,
+            device=context.device,
+        )
+        _SHARED[key] = features
+    return features
+
 
 def make_features(name: str, context: MemberContext | None = None) -> FeatureSource:
     """``"tfidf"`` -> :class:`TfidfFeatures`; anything else names a backbone -> :class:`EmbeddingFeatures`."""
@@ -245,10 +284,4 @@ def make_features(name: str, context: MemberContext | None = None) -> FeatureSou
         return TfidfFeatures()
     if context is None:
         return EmbeddingFeatures(name)
-    return EmbeddingFeatures(
-        name,
-        cache_dir=context.cache_dir,
-        use_cache=context.use_cache,
-        show_progress_bar=context.show_progress_bar,
-        device=context.device,
-    )
+    return shared_embedding_features(name, context)
