@@ -125,6 +125,39 @@ def test_embedding_features_read_through_the_cache(tmp_path):
     assert (tmp_path / "embeddings").is_dir()
 
 
+def test_fold_models_on_one_backbone_share_features_and_embed_each_batch_once(tweets, tmp_path):
+    from embedensemble.backbones import Encoder
+
+    class CountingEncoder(Encoder):
+        identity = "fake-v1"
+
+        def __init__(self) -> None:
+            self.texts_encoded = 0
+
+        def encode(self, texts):
+            self.texts_encoded += len(texts)
+            return fake_embed(list(texts))
+
+    train, labels, test, _ = tweets
+    context = MemberContext(cache_dir=str(tmp_path), use_cache=False, show_progress_bar=False)
+    shared = make_features("fake-backbone", context)
+    encoder = CountingEncoder()
+    shared._encoder = encoder
+    members = [build_member(member_config(name=f"m{i}", features="fake-backbone", head=head), context)
+               for i, head in enumerate(["logreg", "logreg", "lgbm"])]
+    assert all(m.features_ is shared for m in members)
+    fitted = [m.fit(train, labels) for m in members]
+    assert encoder.texts_encoded == len(train)  # three fits, one embedding pass
+    probas = [m.predict_proba(test) for m in fitted]
+    assert encoder.texts_encoded == len(train) + len(test)
+    X = shared.transform(test)
+    with pytest.raises(ValueError):
+        X[0, 0] = 1.0  # the kept batch is read-only: no caller can change another's features
+    other = make_features("fake-backbone", MemberContext(cache_dir=str(tmp_path / "other"), use_cache=False))
+    assert other is not shared  # different settings, different features
+    assert not np.allclose(probas[0], probas[2])
+
+
 # -- the head member --------------------------------------------------------------------------
 
 
