@@ -28,7 +28,7 @@ from .data import Corpus, validate_texts
 from .errors import ArtifactError, ConfigError, DataError
 from .labels import EMOTIONS
 from .manifest import verify_folder, write_manifest
-from .members.base import FoldModel, MemberContext, load_member, saved_dependencies, saved_fold_dirs
+from .members.base import FoldModel, MemberContext, load_member_shared, saved_dependencies, saved_fold_dirs
 from .stacker import Stacker
 from .thresholds import ThresholdOptimizer
 
@@ -137,7 +137,7 @@ class EmotionEnsemble:
                 use_cache=self.use_cache,
                 member_folds={**self.dependency_folds_, **self.member_folds_},
             )
-            self._loaded[name] = [load_member(path, context) for path in self.member_folds_[name]]
+            self._loaded[name] = [load_member_shared(path, context) for path in self.member_folds_[name]]
         return self._loaded[name]
 
     # ------------------------------------------------------------- persistence

@@ -8,7 +8,6 @@ rebuilds the sklearn vectorizers from them: no pickle.
 
 from __future__ import annotations
 
-import hashlib
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ import scipy.sparse as sp
 
 from ._logging import get_logger
 from .errors import ArtifactError, ConfigError, FormatVersionError
-from .io import load_tensors, read_json, save_tensors, write_json
+from .io import load_tensors, read_json, save_tensors, texts_digest, write_json
 
 if TYPE_CHECKING:  # the members package sits above this module; only its type is needed here
     from .members.base import MemberContext
@@ -222,7 +221,7 @@ class EmbeddingFeatures:
         """Embeddings ``[n, dim]`` (read-only). The last call's are kept: the K fold models of a member,
         and other members on the same backbone, share this object and embed a batch of texts once."""
         texts = list(texts)
-        digest = _texts_digest(texts)
+        digest = texts_digest(texts)
         if self._last is not None and self._last[0] == digest:
             return self._last[1]
         X = np.asarray(self._embed(texts), dtype=np.float32)
@@ -249,15 +248,6 @@ FeatureSource = TfidfFeatures | EmbeddingFeatures
 # One EmbeddingFeatures per backbone and settings, shared by every fold model that holds it:
 # the encoder's weights load once per process and a batch of texts is embedded once per call.
 _SHARED: weakref.WeakValueDictionary[tuple, EmbeddingFeatures] = weakref.WeakValueDictionary()
-
-
-def _texts_digest(texts: list[str]) -> str:
-    digest = hashlib.sha256()
-    for text in texts:  # length-prefixed, so no two different lists hash alike
-        encoded = text.encode("utf-8", "surrogatepass")
-        digest.update(len(encoded).to_bytes(8, "little"))
-        digest.update(encoded)
-    return f"{len(texts)}-{digest.hexdigest()}"
 
 
 def shared_embedding_features(name: str, context: MemberContext) -> EmbeddingFeatures:

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,16 @@ def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def texts_digest(texts: Sequence[str]) -> str:
+    """Identity of a list of texts (order and count included); length-prefixed, so no two lists collide by joining."""
+    digest = hashlib.sha256()
+    for text in texts:
+        encoded = text.encode("utf-8", "surrogatepass")
+        digest.update(len(encoded).to_bytes(8, "little"))
+        digest.update(encoded)
+    return f"{len(texts)}-{digest.hexdigest()[:32]}"
 
 
 def stable_hash(obj: Any, length: int = 16) -> str:

@@ -181,3 +181,23 @@ def test_example_config_is_valid():
     config = EnsembleConfig.load(ROOT / "experiments" / "finetune-cpu-features.json")
     config.check_feature_sources()
     assert {m.feature_source for m in config.members} == {None, "minilm-ft"}
+
+
+def test_stacked_source_and_its_heads_share_fold_models_and_backbone_passes(fitted, tmp_path, monkeypatch):
+    from embedensemble.finetune.pooled import PooledFinetuneMember
+
+    run = shutil.copytree(fitted["run"], tmp_path / "run")
+    stack_run(run, members=[SOURCE, "ft-logreg", "ft-lgbm"], write_report=False)
+    texts = fitted["splits"].eval.texts
+    loads, encoded = [], []
+    original_load, original_run = PooledFinetuneMember._load.__func__, PooledFinetuneMember._run
+    monkeypatch.setattr(PooledFinetuneMember, "_load", classmethod(lambda cls, *a: loads.append(a[0]) or original_load(cls, *a)))
+    monkeypatch.setattr(PooledFinetuneMember, "_run", lambda self, fn, batch: encoded.append(len(batch)) or original_run(self, fn, batch))
+    ensemble = EmotionEnsemble.load(run / "ensemble")
+    member_proba = ensemble.member_proba(texts)
+    n_folds = fitted["config"].cv.n_folds
+    assert len(loads) == n_folds and len(set(loads)) == n_folds  # each source fold loaded once, not once per reader
+    assert sum(encoded) == n_folds * len(texts)  # one backbone pass per fold model for the member and both heads
+    # The stacked source still gives what cross-fitting stored for it.
+    stored = load_array(run / "members" / SOURCE / "eval.npy")
+    np.testing.assert_allclose(member_proba[:, ensemble.member_names.index(SOURCE)], stored, rtol=1e-5, atol=1e-6)

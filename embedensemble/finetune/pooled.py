@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..io import texts_digest
 from ..labels import N_LABELS
 from ..members.base import register_member
 from .checkpoint import read_tensors, write_tensors
@@ -86,7 +87,10 @@ class PooledFinetuneMember(FinetuneMember):
     Loading reads the base backbone from its spec and applies the saved weights.
     """
 
+    _last_pooled: tuple[str, np.ndarray] | None = None
+
     def _build(self, *, training: bool) -> None:
+        self._last_pooled = None
         where = f"member '{self.config.name}'"
         self.spec = backbone_spec(self.config.backbone, self.args, where)
         backbone, self.tokenizer = load_base(self.spec, self.args, self.device, bf16=self.bf16, training=training)
@@ -106,17 +110,42 @@ class PooledFinetuneMember(FinetuneMember):
         ``normalize`` defaults to the backbone spec's setting; L2-normalised vectors suit
         cosine-based heads, raw ones are what the classification head saw.
         """
-        texts = list(texts)
-        self._require_model()
-        if not texts:
-            return np.zeros((0, hidden_size(self.model.backbone)), dtype=np.float32)
-        self.model.eval()
-        vectors = self._run(self.model.embed, texts)
+        vectors = np.array(self._pooled(list(texts)))
         if normalize is None:
             normalize = bool(getattr(self.spec, "normalize", False))
         if normalize:
             vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         return vectors
+
+    def _predict_proba(self, texts: list[str]) -> np.ndarray:
+        pooled = np.array(self._pooled(texts))
+        head = self.model.head
+        with torch.no_grad():
+            logits = head(torch.from_numpy(pooled).to(head.weight.device, head.weight.dtype)).float().cpu()
+        return torch.sigmoid(logits).numpy()
+
+    def _pooled(self, texts: list[str]) -> np.ndarray:
+        """Raw pooled embeddings (read-only). The last batch's are kept, so predicting and embedding the
+        same texts (a member that is stacked and also feeds heads) runs the backbone once."""
+        self._require_model()
+        digest = texts_digest(texts)
+        if self._last_pooled is None or self._last_pooled[0] != digest:
+            if texts:
+                vectors = self._run(self.model.embed, texts)
+            else:
+                vectors = np.zeros((0, hidden_size(self.model.backbone)), dtype=np.float32)
+            vectors.setflags(write=False)
+            self._last_pooled = (digest, vectors)
+        return self._last_pooled[1]
+
+    def release(self) -> None:
+        self._last_pooled = None
+        super().release()
+
+    def _fit(self, texts: list[str], labels: np.ndarray, *, workdir: Path | None) -> None:
+        self._last_pooled = None
+        super()._fit(texts, labels, workdir=workdir)
+        self._last_pooled = None  # the weights changed
 
     def _save_weights(self, path: Path) -> None:
         if self.args.adapter == "none":

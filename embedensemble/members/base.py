@@ -17,6 +17,7 @@ rows rather than texts (out-of-fold embeddings) overrides them.
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -168,6 +169,23 @@ def load_member(path: str | Path, context: MemberContext | None = None) -> FoldM
         raise ArtifactError(f"{path} is not a saved member fold (no fold.json)")
     kind = read_json(path / "fold.json").get("kind")
     return member_class(kind).load(path, context)
+
+
+# Loaded fold models, shared while anyone holds them: an ensemble's fine-tuned member and the heads
+# that read that member's embeddings (``finetuned:<name>``) use one copy of each fold's weights.
+_LOADED: weakref.WeakValueDictionary[tuple, FoldModel] = weakref.WeakValueDictionary()
+
+
+def load_member_shared(path: str | Path, context: MemberContext) -> FoldModel:
+    """:func:`load_member`, once per process for a fold folder and the context's settings."""
+    path = Path(path).resolve()
+    stamp = (path / "fold.json").stat()  # a folder saved again over the same path is a new model
+    key = (str(path), stamp.st_ino, stamp.st_mtime_ns, context.cache_dir, context.use_cache, str(context.device))
+    model = _LOADED.get(key)
+    if model is None:
+        model = load_member(path, context)
+        _LOADED[key] = model
+    return model
 
 
 def saved_dependencies(path: str | Path) -> list[str]:

@@ -39,8 +39,8 @@ from .._logging import get_logger
 from ..config import MemberConfig
 from ..errors import ArtifactError, ConfigError, FormatVersionError
 from ..heads import Head, load_head, make_head
-from ..io import load_array, read_json, save_array, sha256_file, write_json
-from .base import FoldModel, MemberContext, load_member, register_member, saved_fold_dirs
+from ..io import load_array, read_json, save_array, sha256_file, texts_digest, write_json
+from .base import FoldModel, MemberContext, load_member, load_member_shared, register_member, saved_fold_dirs
 
 if TYPE_CHECKING:
     from ..data import Corpus
@@ -55,13 +55,6 @@ OOF_TABLE = "oof_embeddings.npy"
 
 def split_table_name(split: str, m: int) -> str:
     return f"{split}_embeddings_fold{m}.npy"
-
-
-def _digest(texts: Sequence[str]) -> str:
-    digest = hashlib.sha256()
-    for text in texts:
-        digest.update(text.encode("utf-8") + b"\0")
-    return digest.hexdigest()[:16]
 
 
 # -- embedding tables ------------------------------------------------------------------------------
@@ -82,9 +75,9 @@ def ensure_embedding_tables(
             f"{source_dir}: embedding tables need {n_folds} k-fold models, found {len(source_folds)} fold folders"
         )
     inputs = {
-        "train": _digest(train_texts),
+        "train": texts_digest(train_texts),
         "folds": hashlib.sha256(np.ascontiguousarray(folds, dtype=np.int64).tobytes()).hexdigest()[:16],
-        "splits": {split: _digest(texts) for split, texts in splits.items()},
+        "splits": {split: texts_digest(texts) for split, texts in splits.items()},
     }
     meta_path = source_dir / TABLE_META
     meta = read_json(meta_path) if meta_path.is_file() else {}
@@ -138,7 +131,7 @@ class _Tables:
 
     def split(self, split: str, texts: list[str]) -> list[np.ndarray] | None:
         """Fold models' embeddings of ``split``, or ``None`` if the table was made from other texts."""
-        if self.meta["inputs"]["splits"].get(split) != _digest(texts):
+        if self.meta["inputs"]["splits"].get(split) != texts_digest(texts):
             return None
         return [load_array(self.dir / split_table_name(split, m)) for m in range(self.n_folds)]
 
@@ -157,10 +150,10 @@ class SourceEmbedder:
         self._last: tuple[str, list[np.ndarray]] | None = None
 
     def embed(self, texts: list[str]) -> list[np.ndarray]:
-        key = _digest(texts)
+        key = texts_digest(texts)
         if self._last is None or self._last[0] != key:
             if self._models is None:
-                self._models = [load_member(fold, self.context) for fold in self.folds]
+                self._models = [load_member_shared(fold, self.context) for fold in self.folds]
             self._last = (key, [model.embed(texts) for model in self._models])
         return self._last[1]
 
