@@ -57,6 +57,9 @@ class EmbeddingCache:
     ``hits`` counts texts served from disk, ``misses`` the distinct texts computed.
     """
 
+    small_shard_rows = 256  # shards of fewer texts are merged once there are more than max_small_shards
+    max_small_shards = 16
+
     def __init__(self, root: str | Path | None = None, *, shard_size: int = 4096, show_progress_bar: bool | None = None) -> None:
         if root is None:
             from .backbones.weights import default_cache_root
@@ -91,21 +94,25 @@ class EmbeddingCache:
             self._shards.pop(namespace, None)
         shutil.rmtree(target, ignore_errors=True)
 
-    def compact(self, namespace: str) -> int:
-        """Merge a namespace's shards into one (fewer files to open); returns the number of texts kept."""
+    def compact(self, namespace: str, *, below: int | None = None) -> int:
+        """Merge a namespace's shards into one (fewer files to open), or only those of fewer than ``below``
+        texts; returns the number of texts in the namespace."""
         index = self._index(namespace)
-        old = dict(self._shards.get(namespace, {}))
-        if len(old) < 2:
+        chosen = {n: s for n, s in self._shards.get(namespace, {}).items() if below is None or len(s.keys) < below}
+        if len(chosen) < 2:
             return len(index)
-        keys = list(index)
-        embeddings = np.stack([shard.embeddings[row] for shard, row in index.values()]).astype(np.float32)
-        self._write_shard(namespace, keys, embeddings)
+        rows = {}
+        for shard in chosen.values():
+            for row, key in enumerate(shard.keys):
+                rows.setdefault(key.decode("ascii"), (shard, row))
+        embeddings = np.stack([shard.embeddings[row] for shard, row in rows.values()]).astype(np.float32)
+        self._write_shard(namespace, list(rows), embeddings)
         folder = self._folder(namespace)
-        for name in old:
+        for name in chosen:
             for suffix in (".json", ".npy", ".keys.npy"):  # meta first: the shard stops counting at once
                 (folder / f"{name}{suffix}").unlink(missing_ok=True)
             self._shards[namespace].pop(name, None)
-        return len(keys)
+        return len(self._index(namespace))
 
     def get_or_compute(self, namespace: str, texts: Sequence[str], compute: Callable[[list[str]], np.ndarray]) -> np.ndarray:
         """Embeddings of ``texts`` (float32 ``[n, d]``, input order); only texts never seen are computed.
@@ -131,9 +138,17 @@ class EmbeddingCache:
             else:
                 shard, row = index[key]
                 out[i] = shard.embeddings[row]
+        if fresh:
+            self._merge_small_shards(namespace)
         return out
 
     # -- internals ------------------------------------------------------------------------------
+
+    def _merge_small_shards(self, namespace: str) -> None:
+        """Many small calls (one tweet at a time) would leave a shard per call: merge them past a count."""
+        small = [s for s in self._shards.get(namespace, {}).values() if len(s.keys) < self.small_shard_rows]
+        if len(small) > self.max_small_shards:
+            self.compact(namespace, below=self.small_shard_rows)
 
     def _folder(self, namespace: str) -> Path:
         if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):

@@ -213,3 +213,25 @@ def test_cache_key_changes_with_prompt_model_and_max_length(tiny, tmp_path):
 def test_embed_texts_without_cache(tiny, tmp_path):
     X = embed_texts(["a b c"], Encoder(str(tiny["st"]), cache_root=tmp_path / "w"), None)
     assert X.shape == (1, 32)
+
+
+def test_one_text_at_a_time_does_not_leave_a_shard_per_call(tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    texts = [f"tweet {i}" for i in range(3 * EmbeddingCache.max_small_shards)]
+    for text in texts:
+        cache.get_or_compute("ns", [text], fake_embed)
+    n_shards = len(list((tmp_path / "ns").glob("shard-*.json")))
+    assert n_shards <= EmbeddingCache.max_small_shards + 1, n_shards
+    compute = Counter()
+    np.testing.assert_array_equal(EmbeddingCache(tmp_path).get_or_compute("ns", texts, compute), fake_embed(texts))
+    assert compute.n_texts == 0  # nothing lost in the merges
+
+
+def test_compact_below_merges_only_small_shards(tmp_path):
+    cache = EmbeddingCache(tmp_path)
+    cache.get_or_compute("ns", [f"big {i}" for i in range(10)], fake_embed)
+    for i in range(3):
+        cache.get_or_compute("ns", [f"small {i}"], fake_embed)
+    assert cache.compact("ns", below=5) == 13
+    sizes = sorted(len(s.keys) for s in cache._shards["ns"].values())
+    assert sizes == [3, 10]
