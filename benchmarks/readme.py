@@ -156,6 +156,12 @@ def _speed(res: dict[str, Any]) -> list[str]:
         rows = [[phase, _secs(fit[phase]["wall_seconds"]), _secs(fit[phase].get("process_seconds")), fit[phase]["cache_hits"], fit[phase]["cache_misses"],
                  _f(fit[phase]["peak_rss_mb"], 0)] for phase in ("cold", "warm")]
         lines += _table(["fit", "fit + stack", "whole process", "cache hits", "cache misses (texts embedded)", "peak RSS MB"], rows)
+    job = res.get("main_job")
+    if job:
+        lines += [f"The main job (`make run`: `{job['config']}` on the whole Kaggle folder, {job['n_train']} train + {job['n_test']} test tweets, "
+                  f"{job['n_folds']} folds, empty embedding cache): fit + stack {_secs(job['wall_seconds'])}, whole process "
+                  f"{_secs(job.get('process_seconds'))}, {job['cache_misses']} embeddings computed (all backbones), peak RSS {_f(job['peak_rss_mb'], 0)} MB; "
+                  f"submission.csv has {job['submission_rows']} rows.", ""]
     p = res.get("predict")
     if p:
         fresh, none = p["fresh_cache"], p["no_cache"]
