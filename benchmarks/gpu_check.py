@@ -1,18 +1,21 @@
 """GPU check of the QLoRA pooled fine-tuning path, sized to finish within 5 minutes on one H100.
 
 A Mistral with the shapes of a 7B model (hidden 4096, MLP 14336, 32 heads, 8 KV heads, random
-bf16 weights) is built with a few layers (default 2 and 4), fine-tuned through the real
-``pooled-finetune`` member (4-bit NF4 base + LoRA on all projections, length-bucketed batches,
-bf16 autocast; batch 32, LoRA r 32 as in the experiment configs) and used to embed (length-sorted batches). Time per text
-and peak memory are fitted as ``a + b * layers`` and extrapolated to 32 layers. A real small
-model (default ``smollm2-135m``, skipped when its weights are not installed) checks correctness:
-the loss falls and a saved/reloaded member predicts the same.
+bf16 weights) is built with a few layers (default 2 and 4). For each layer count it measures the
+library's frozen bf16 embedding (:class:`Encoder`, length-sorted batches) and, for each training
+batch size, the real ``pooled-finetune`` member: 4-bit NF4 base + LoRA on all projections,
+length-bucketed batches, bf16 autocast (``--batch-sizes 32,256gc``: suffix ``gc`` = gradient
+checkpointing), then embedding with the fine-tuned model. The first measurements are discarded
+(CUDA context, kernel selection). The README renders the results at 32 layers as a lower bound
+(time per tweet scaled by depth) and a line fit over the two deepest counts. A real small model
+(default ``smollm2-135m``, skipped when its weights are not installed; any local folder works)
+checks correctness: the loss falls and a saved/reloaded member predicts the same.
 
 Synthetic tweets are 5-45 words of a word-level tokenizer (one token per word), with a
 prompt template and EOS as e5-mistral uses; real BPE tokenizers give ~1.3 tokens per word.
 
-    python benchmarks/gpu_check.py --out gpu_check.json          # on a CUDA machine
-    python benchmarks/gpu_check.py --cpu --tiny --out /tmp/x.json  # smoke test, tiny shapes
+    python benchmarks/gpu_check.py --layers 2,4,8 --batch-sizes 32,128,256gc --out gpu_check.json   # on CUDA
+    python benchmarks/gpu_check.py --cpu --tiny --out /tmp/x.json                                   # smoke test
 
 The JSON report goes to stdout (last line) and to ``--out``.
 """
@@ -23,6 +26,7 @@ import argparse
 import json
 import logging
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -96,7 +100,14 @@ def build_mistral(folder: Path, shape: str, layers: int, device: str) -> None:
 
 
 def measure(
-    backbone: Path, texts: list[str], labels: np.ndarray, embed_texts: list[str], device: str, args: argparse.Namespace
+    backbone: Path,
+    texts: list[str],
+    labels: np.ndarray,
+    embed_texts: list[str],
+    device: str,
+    args: argparse.Namespace,
+    batch_size: int,
+    checkpointing: bool = False,
 ) -> dict[str, Any]:
     import torch
 
@@ -107,10 +118,10 @@ def measure(
         "quantize_4bit": True,
         "lora_r": args.lora_r,
         "lr": 1e-4,
-        "batch_size": args.batch_size,
+        "batch_size": batch_size,
         "max_steps": args.steps,
         "warmup_ratio": 0.0,
-        "gradient_checkpointing": args.gradient_checkpointing,
+        "gradient_checkpointing": checkpointing,
         "max_length": 128,
         "save_every_steps": 10_000,
         "predict_batch_size": args.embed_batch_size,
@@ -130,7 +141,8 @@ def measure(
     timed = history[1:] if len(history) > 1 else history
     seconds = timed[-1]["seconds"] - (history[0]["seconds"] if len(history) > 1 else 0.0)
     train_tps = sum(h["examples"] for h in timed) / seconds
-    member.embed(embed_texts[: args.embed_batch_size])  # warm-up
+    # Warm-up on other texts: the member keeps its last batch, so the same texts would be served from memory.
+    member.embed([t + " again" for t in embed_texts[: args.embed_batch_size]])
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -139,7 +151,10 @@ def measure(
     if cuda:
         torch.cuda.synchronize()
     embed_seconds = time.perf_counter() - start
+    losses = [h["loss"] for h in history]
     out = {
+        "loss_first": losses[0],
+        "loss_last": losses[-1],
         "train_texts_per_second": train_tps,
         "train_steps": len(history),
         "train_padding_fraction": member.train_stats_["padding_fraction"],
@@ -155,7 +170,35 @@ def measure(
     return out
 
 
-def extrapolate(per_layers: dict[int, dict[str, Any]], target: int) -> dict[str, Any]:
+def measure_frozen(backbone: Path, embed_texts: list[str], device: str, batch_size: int, cache_root: Path) -> dict[str, Any]:
+    """The library's frozen embedding path (:class:`Encoder`: bf16 on CUDA, length-sorted batches, last-token pooling)."""
+    import torch
+
+    from embedensemble.backbones import Encoder, get_backbone_spec
+
+    cuda = device.startswith("cuda")
+    encoder = Encoder(get_backbone_spec(str(backbone), **PROMPT), device=device, batch_size=batch_size, cache_root=cache_root)
+    encoder.encode(embed_texts[:batch_size])  # warm-up (the encoder keeps no memory of past batches)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    vectors = encoder.encode(embed_texts)
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    out = {
+        "embed_texts_per_second": len(embed_texts) / seconds,
+        "embed_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        "finite": bool(np.isfinite(vectors).all()),
+    }
+    del encoder
+    if cuda:
+        torch.cuda.empty_cache()
+    return out
+
+
+def extrapolate(per_layers: dict[int, dict[str, Any]], target: int, keys: tuple[str, ...] = ("train", "embed")) -> dict[str, Any]:
     """Fit time per text and memory as ``a + b * layers``; evaluate at ``target`` layers."""
     counts = sorted(per_layers)
     result: dict[str, Any] = {"layers": target, "from_layers": counts}
@@ -170,7 +213,7 @@ def extrapolate(per_layers: dict[int, dict[str, Any]], target: int) -> dict[str,
         result["proportional_fallback"] = True
         return values[-1] * target / counts[-1]
 
-    for key in ("train", "embed"):
+    for key in keys:
         seconds_per_text = [1.0 / per_layers[c][f"{key}_texts_per_second"] for c in counts]
         result[f"{key}_texts_per_second"] = 1.0 / fit(seconds_per_text)
         peaks = [per_layers[c][f"{key}_peak_gib"] for c in counts]
@@ -218,10 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-train", type=int, default=None, help="synthetic training tweets")
     parser.add_argument("--n-embed", type=int, default=None, help="synthetic tweets to embed")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per measurement")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument(
+        "--batch-sizes", default="32,128,256gc", help="training batch sizes, comma-separated; suffix 'gc' = gradient checkpointing"
+    )
     parser.add_argument("--lora-r", type=int, default=32)
-    parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--embed-batch-size", type=int, default=128)
+    parser.add_argument("--embed-batch-size", type=int, default=256)
     parser.add_argument("--real-backbone", default=None, help="small real model to check ('none' to skip)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
     args = parser.parse_args(argv)
@@ -234,37 +278,50 @@ def main(argv: list[str] | None = None) -> int:
     device = "cpu" if args.cpu else "cuda"
     shape = "tiny" if args.tiny else "7b"
     args.steps = args.steps or (6 if args.tiny else 20)
-    n_train = args.n_train or args.batch_size * args.steps
+    batch_runs = {f"qlora_batch_{x.strip()}": (int(x.strip().removesuffix("gc")), x.strip().endswith("gc")) for x in args.batch_sizes.split(",")}
+    n_train = args.n_train or max(b for b, _ in batch_runs.values()) * args.steps
     n_embed = args.n_embed or (128 if args.tiny else 2048)
     real = args.real_backbone or ("none" if args.tiny else "smollm2-135m")
     layer_counts = sorted({int(x) for x in args.layers.split(",")})
     texts, labels = synthetic_tweets(max(n_train, n_embed))
 
     report: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "command": " ".join(sys.argv),
         "device": torch.cuda.get_device_name(0) if device == "cuda" else platform.processor() or "cpu",
         "shape": {**SHAPES[shape], "measured_layers": layer_counts},
         "settings": {
-            "batch_size": args.batch_size,
+            "batch_sizes": args.batch_sizes,
             "steps": args.steps,
             "n_train": n_train,
             "n_embed": n_embed,
             "quantize_4bit": True,
             "lora_r": args.lora_r,
-            "gradient_checkpointing": args.gradient_checkpointing,
             "bf16": device == "cuda" and torch.cuda.is_bf16_supported(),
         },
         "versions": _versions(),
     }
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as tmp:
-        per_layers = {}
-        for count in layer_counts:
+        runs = ["frozen", *batch_runs]
+        per_layers: dict[str, dict[int, dict[str, Any]]] = {run: {} for run in runs}
+        for i, count in enumerate(layer_counts):
             folder = Path(tmp) / f"mistral-{count}"
             build_mistral(folder, shape, count, device)
-            per_layers[count] = measure(folder, texts[:n_train], labels[:n_train], texts[:n_embed], device, args)
-            logger.warning("layers=%d: %s", count, per_layers[count])
-        report["per_layers"] = {str(k): v for k, v in per_layers.items()}
-        report["synthetic"] = extrapolate(per_layers, TARGET_LAYERS if not args.tiny else max(layer_counts) * 2)
+            if i == 0:  # the first runs pay for CUDA context, kernel selection and allocator growth: discard them
+                measure_frozen(folder, texts[:n_embed], device, args.embed_batch_size, Path(tmp))
+                measure(folder, texts[:64], labels[:64], texts[:n_embed], device, args, 32)
+            per_layers["frozen"][count] = measure_frozen(folder, texts[:n_embed], device, args.embed_batch_size, Path(tmp))
+            for run, (b, checkpointing) in batch_runs.items():
+                n = args.n_train or b * args.steps
+                per_layers[run][count] = measure(folder, texts[:n], labels[:n], texts[:n_embed], device, args, b, checkpointing)
+            logger.warning("layers=%d: %s", count, {run: per_layers[run][count] for run in runs})
+            shutil.rmtree(folder)
+        target = TARGET_LAYERS if not args.tiny else max(layer_counts) * 2
+        report["per_layers"] = {run: {str(k): v for k, v in rows.items()} for run, rows in per_layers.items()}
+        report["synthetic"] = {
+            run: extrapolate(rows, target, ("embed",) if run == "frozen" else ("train", "embed")) for run, rows in per_layers.items()
+        }
         report["real_model"] = (
             {"skipped": "not requested"} if real == "none" else check_real(real, device, texts[:256], labels[:256], Path(tmp))
         )

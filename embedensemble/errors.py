@@ -46,6 +46,10 @@ class RunNotFoundError(EmbedEnsembleError, FileNotFoundError):
     """A run folder does not exist or lacks what a step needs."""
 
 
+class NumericalError(EmbedEnsembleError, FloatingPointError):
+    """A model produced NaN or infinite values (a diverged fine-tune, an overflow); says where."""
+
+
 class ArtifactError(EmbedEnsembleError):
     """A saved ensemble or run folder is damaged or inconsistent."""
 

@@ -15,7 +15,7 @@ from synthetic import make_tweets
 from tiny_models import make_tiny_decoder, make_tiny_st_encoder
 
 from embedensemble.config import MemberConfig
-from embedensemble.errors import ConfigError
+from embedensemble.errors import ConfigError, NumericalError
 from embedensemble.finetune import FinetuneArgs, PooledClassifier, last_token_index
 from embedensemble.finetune.batching import TextFormat, collate, length_bucketed_batches
 from embedensemble.members.base import MemberContext, build_member, load_member
@@ -176,6 +176,38 @@ def test_checkpoint_for_other_data_is_ignored(models, tweets, tmp_path):
     assert other.train_stats_["resumed_from_step"] is None
 
 
+def test_diverged_training_stops_with_the_step_and_keeps_no_nan_weights(models, tweets, monkeypatch):
+    texts, labels = tweets
+    member = _member("pooled-finetune", models["mistral"], lr=1e-3, max_steps=4, lora_r=4)
+    real_forward = PooledClassifier.forward
+    calls = {"n": 0}
+
+    def forward_then_nan(self, *args, **kwargs):
+        calls["n"] += 1
+        logits = real_forward(self, *args, **kwargs)
+        return logits * float("nan") if calls["n"] >= 3 and self.training else logits
+
+    monkeypatch.setattr(PooledClassifier, "forward", forward_then_nan)
+    with pytest.raises(NumericalError, match="diverged at step 3"):  # forward 3 = step 3's batch
+        member.fit(texts, labels)
+    trained = [p for p in member.model.parameters() if p.requires_grad]
+    assert trained and all(torch.isfinite(p).all() for p in trained)  # the NaN step was never applied
+
+
+def test_non_finite_predictions_name_the_texts():
+    from embedensemble.finetune.training import predict_outputs
+
+    def model(input_ids, attention_mask, position_ids=None):
+        out = torch.zeros((input_ids.shape[0], 11))
+        out[attention_mask.sum(dim=1) == 2] = float("inf")  # only the 2-token text overflows
+        return out
+
+    fmt = TextFormat(max_length=16, padding_side="left", pad_token_id=0, position_ids=True)
+    ids = [[5, 6, 7], [5, 6], [1, 2, 3, 4]]
+    with pytest.raises(NumericalError, match=r"text\(s\) \[1\]"):
+        predict_outputs(model, ids, fmt, batch_size=2, device=torch.device("cpu"), bf16=False)
+
+
 # -- pooling and batching ------------------------------------------------------------------------------
 
 
@@ -251,6 +283,8 @@ def test_gpu_check_runs_on_cpu(tmp_path):
         "1,2",
         "--steps",
         "4",
+        "--batch-sizes",
+        "8,16gc",
         "--out",
         str(out),
     ]
@@ -259,4 +293,9 @@ def test_gpu_check_runs_on_cpu(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(out.read_text())
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == report
-    assert report["synthetic"]["train_texts_per_second"] > 0 and report["synthetic"]["embed_texts_per_second"] > 0
+    assert set(report["synthetic"]) == {"frozen", "qlora_batch_8", "qlora_batch_16gc"}
+    assert report["synthetic"]["frozen"]["embed_texts_per_second"] > 0
+    for run in ("qlora_batch_8", "qlora_batch_16gc"):
+        assert report["synthetic"][run]["train_texts_per_second"] > 0
+        for row in report["per_layers"][run].values():
+            assert row["finite"] and np.isfinite([row["loss_first"], row["loss_last"]]).all()

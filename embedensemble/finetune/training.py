@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .._logging import get_logger, progress
+from ..errors import NumericalError
 from .args import FinetuneArgs
 from .batching import TextFormat, collate, length_bucketed_batches, length_sorted_batches
 from .checkpoint import (
@@ -176,6 +177,12 @@ def train(
             # Each micro-batch's mean is weighted by its share of the step, so grad_accum=2 with
             # batch 8 equals batch 16.
             loss = loss_fn(logits.float(), target) * (len(idx) / n_step)
+            if not torch.isfinite(loss):
+                # Stop before the step: a NaN update would poison every weight and the checkpoints after it.
+                raise NumericalError(
+                    f"fine-tuning diverged at step {state.step + 1}: the loss is {float(loss)} "
+                    "(try a lower 'lr', 'max_grad_norm', or precision 'fp32'); the last checkpoint is kept"
+                )
             loss.backward()
             step_loss += float(loss.detach())
             stats["examples"] += len(idx)
@@ -279,6 +286,9 @@ def predict_outputs(
         with autocast(bf16, device):
             values = model(**batch)
         values = values.float().cpu().numpy()
+        if not np.isfinite(values).all():
+            bad = [int(i) for i in idx[~np.isfinite(values).all(axis=1)]]
+            raise NumericalError(f"the fine-tuned model produced NaN or infinite outputs for text(s) {bad[:10]}")
         if out is None:
             out = np.empty((len(ids), values.shape[1]), dtype=np.float32)
         out[idx] = values
