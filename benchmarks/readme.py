@@ -253,7 +253,7 @@ def _gpu(reports: list[dict[str, Any]]) -> list[str]:
             measured = " / ".join(f"{per[k][key]:.0f}" for k in layers)
             pad = "" if frozen else f"{100 * per[layers[-1]]['train_padding_fraction']:.0f}%"
             finite = all(r.get("finite", True) for r in per.values())
-            rows.append([what, measured, f"{per[layers[-1]][peak]:.1f}", f"≥ {lower:.0f}", "–" if line is None else f"{line:.0f}",
+            rows.append([what, measured, _f(per[layers[-1]][peak], 1), f"≥ {lower:.0f}", "–" if line is None else f"{line:.0f}",
                          _f(_peak_at_32(per, peak), 1), pad, "yes" if finite else "**no**"])
         lines += _table(["run", "tweets/s at 2 / 4 / 8 layers", "peak GiB (8 layers)", "32 layers: tweets/s, lower bound", "32 layers: line fit",
                          "32 layers: peak GiB", "padding", "finite"], rows)
@@ -268,15 +268,15 @@ def _gpu(reports: list[dict[str, Any]]) -> list[str]:
 
 def render(out: Path = RESULTS_DIR) -> str:
     results = _load(out)
-    if not results:
+    gpu = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(out).glob("gpu_check_*.json"))]
+    if not results and not gpu:
         return "No benchmark results yet: run `python -m benchmarks.run`."
     lines = ["Produced by `python -m benchmarks.run` from `benchmarks/results/*.json` (do not edit by hand).", ""]
     lines += _machine(results)
     for name, render_section in (("quality", _quality), ("cv", _cv), ("finetune", _finetune), ("speed", _speed)):
         if name in results:
             lines += render_section(results[name])
-    gpu = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(out).glob("gpu_check_*.json"))]
-    if gpu:
+    if gpu:  # written by benchmarks/gpu_check.py on a CUDA machine, copied here as gpu_check_<card>.json
         lines += _gpu(gpu)
     return "\n".join(lines).rstrip() + "\n"
 

@@ -299,3 +299,12 @@ def test_gpu_check_runs_on_cpu(tmp_path):
         assert report["synthetic"][run]["train_texts_per_second"] > 0
         for row in report["per_layers"][run].values():
             assert row["finite"] and np.isfinite([row["loss_first"], row["loss_last"]]).all()
+    # The README renders it: one row per run, 32-layer lower bound = deepest measurement scaled by depth.
+    from benchmarks.readme import render
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "gpu_check_cpu.json").write_text(out.read_text())
+    text = render(tmp_path / "results")
+    assert "### GPU check" in text and text.count("| QLoRA training, batch") == 2
+    frozen = report["per_layers"]["frozen"]["2"]["embed_texts_per_second"]
+    assert f"| ≥ {frozen * 2 / 32:.0f} |" in text
