@@ -141,16 +141,6 @@ def measure(
     timed = history[1:] if len(history) > 1 else history
     seconds = timed[-1]["seconds"] - (history[0]["seconds"] if len(history) > 1 else 0.0)
     train_tps = sum(h["examples"] for h in timed) / seconds
-    # Warm-up on other texts: the member keeps its last batch, so the same texts would be served from memory.
-    member.embed([t + " again" for t in embed_texts[: args.embed_batch_size]])
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    vectors = member.embed(embed_texts)
-    if cuda:
-        torch.cuda.synchronize()
-    embed_seconds = time.perf_counter() - start
     losses = [h["loss"] for h in history]
     out = {
         "loss_first": losses[0],
@@ -159,15 +149,34 @@ def measure(
         "train_steps": len(history),
         "train_padding_fraction": member.train_stats_["padding_fraction"],
         "train_peak_gib": train_peak,
-        "embed_texts_per_second": len(embed_texts) / embed_seconds,
-        "embed_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
-        "embedding_dim": int(vectors.shape[1]),
-        "finite": bool(np.isfinite(vectors).all()),
+        # Warm-up on other texts: the member keeps its last batch, so the same texts would be served from memory.
+        **timed_embedding(member.embed, [t + " again" for t in embed_texts[: args.embed_batch_size]], embed_texts, cuda),
     }
     del member
     if cuda:
         torch.cuda.empty_cache()
     return out
+
+
+def timed_embedding(embed: Any, warmup_texts: list[str], texts: list[str], cuda: bool) -> dict[str, Any]:
+    """Throughput and peak GPU memory of ``embed(texts)`` after one warm-up call."""
+    import torch
+
+    embed(warmup_texts)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    vectors = embed(texts)
+    if cuda:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {
+        "embed_texts_per_second": len(texts) / seconds,
+        "embed_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        "embedding_dim": int(vectors.shape[1]),
+        "finite": bool(np.isfinite(vectors).all()),
+    }
 
 
 def measure_frozen(backbone: Path, embed_texts: list[str], device: str, batch_size: int, cache_root: Path) -> dict[str, Any]:
@@ -178,20 +187,7 @@ def measure_frozen(backbone: Path, embed_texts: list[str], device: str, batch_si
 
     cuda = device.startswith("cuda")
     encoder = Encoder(get_backbone_spec(str(backbone), **PROMPT), device=device, batch_size=batch_size, cache_root=cache_root)
-    encoder.encode(embed_texts[:batch_size])  # warm-up (the encoder keeps no memory of past batches)
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    vectors = encoder.encode(embed_texts)
-    if cuda:
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
-    out = {
-        "embed_texts_per_second": len(embed_texts) / seconds,
-        "embed_peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
-        "finite": bool(np.isfinite(vectors).all()),
-    }
+    out = timed_embedding(encoder.encode, embed_texts[:batch_size], embed_texts, cuda)
     del encoder
     if cuda:
         torch.cuda.empty_cache()
