@@ -188,7 +188,7 @@ def test_diverged_training_stops_with_the_step_and_keeps_no_nan_weights(models, 
         return logits * float("nan") if calls["n"] >= 3 and self.training else logits
 
     monkeypatch.setattr(PooledClassifier, "forward", forward_then_nan)
-    with pytest.raises(NumericalError, match="diverged at step 3"):  # forward 3 = step 3's batch
+    with pytest.raises(NumericalError, match="member .m.: fine-tuning diverged at step 3"):  # forward 3 = step 3
         member.fit(texts, labels)
     trained = [p for p in member.model.parameters() if p.requires_grad]
     assert trained and all(torch.isfinite(p).all() for p in trained)  # the NaN step was never applied

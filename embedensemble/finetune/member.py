@@ -6,8 +6,10 @@ A subclass builds ``self.model`` (a module mapping a padded batch to logits [bat
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,7 +18,7 @@ import torch
 
 from .._logging import get_logger
 from ..config import MemberConfig
-from ..errors import ArtifactError, FormatVersionError
+from ..errors import ArtifactError, FormatVersionError, NumericalError
 from ..io import read_json, stable_hash, write_json
 from ..members.base import FoldModel, MemberContext
 from .args import FinetuneArgs
@@ -82,20 +84,21 @@ class FinetuneMember(FoldModel):
         data = TokenizedData(self._tokenize(texts), labels)
         train_data, eval_data = self._split(data)
         fingerprint = self._fingerprint(texts, labels)
-        self.train_stats_ = train(
-            self.model,
-            train_data,
-            self.fmt,
-            self.args,
-            seed=self.seed,
-            device=self.device,
-            is_head=self._is_head_param,
-            eval_data=eval_data,
-            workdir=None if workdir is None else Path(workdir),
-            fingerprint=fingerprint,
-            step_callback=self.step_callback,
-            show_progress_bar=self.context.show_progress_bar,
-        )
+        with self._named_errors():
+            self.train_stats_ = train(
+                self.model,
+                train_data,
+                self.fmt,
+                self.args,
+                seed=self.seed,
+                device=self.device,
+                is_head=self._is_head_param,
+                eval_data=eval_data,
+                workdir=None if workdir is None else Path(workdir),
+                fingerprint=fingerprint,
+                step_callback=self.step_callback,
+                show_progress_bar=self.context.show_progress_bar,
+            )
         stats = self.train_stats_
         logger.info(
             "%s: %d steps in %.1fs (%.1f texts/s, %.0f%% padding), last loss %.4f",
@@ -165,15 +168,24 @@ class FinetuneMember(FoldModel):
 
     def _run(self, fn: Any, texts: list[str]) -> np.ndarray:
         self._require_model()
-        return predict_outputs(
-            fn,
-            self._tokenize(texts),
-            self.fmt,
-            self.args.predict_batch_size,
-            self.device,
-            self.bf16,
-            show_progress_bar=self.context.show_progress_bar,
-        )
+        with self._named_errors():
+            return predict_outputs(
+                fn,
+                self._tokenize(texts),
+                self.fmt,
+                self.args.predict_batch_size,
+                self.device,
+                self.bf16,
+                show_progress_bar=self.context.show_progress_bar,
+            )
+
+    @contextlib.contextmanager
+    def _named_errors(self) -> Iterator[None]:
+        """Prefix numerical failures with the member's name, so a multi-member run says which one diverged."""
+        try:
+            yield
+        except NumericalError as exc:
+            raise NumericalError(f"member '{self.config.name}': {exc}") from None
 
     def _require_model(self) -> None:
         if self.model is None:
