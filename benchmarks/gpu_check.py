@@ -6,7 +6,7 @@ library's frozen bf16 embedding (:class:`Encoder`, length-sorted batches) and, f
 batch size, the real ``pooled-finetune`` member: 4-bit NF4 base + LoRA on all projections,
 length-bucketed batches, bf16 autocast (``--batch-sizes 32,256gc``: suffix ``gc`` = gradient
 checkpointing), then embedding with the fine-tuned model. The first measurements are discarded
-(CUDA context, kernel selection). The README renders the results at 32 layers as a lower bound
+(CUDA context, kernel selection). Results are read off at 32 layers (:func:`extrapolate`) as a lower bound
 (time per tweet scaled by depth) and a line fit over the two deepest counts. A real small model
 (default ``smollm2-135m``, skipped when its weights are not installed; any local folder works)
 checks correctness: the loss falls and a saved/reloaded member predicts the same.
@@ -195,25 +195,26 @@ def measure_frozen(backbone: Path, embed_texts: list[str], device: str, batch_si
 
 
 def extrapolate(per_layers: dict[int, dict[str, Any]], target: int, keys: tuple[str, ...] = ("train", "embed")) -> dict[str, Any]:
-    """Fit time per text and memory as ``a + b * layers``; evaluate at ``target`` layers."""
+    """Read ``<key>_texts_per_second`` and ``<key>_peak_gib`` off at ``target`` layers.
+
+    Throughput gets a lower bound (the deepest measurement's time per text scaled by depth, as if
+    every cost grew with it) and a line ``time = a + b * layers`` through the two deepest counts
+    (None when noise makes it meaningless); shallow runs are dominated by fixed costs, so only the
+    two deepest are used. Peak memory: the same line, which memory follows closely.
+    """
     counts = sorted(per_layers)
     result: dict[str, Any] = {"layers": target, "from_layers": counts}
-
-    def fit(values: list[float]) -> float:
-        if len(counts) > 1:
-            slope, intercept = np.polyfit(counts, values, 1)
-            if slope > 0 and intercept >= 0:
-                return float(intercept + slope * target)
-        # One point, or noise made the line meaningless (e.g. a busy CPU): assume everything
-        # scales with depth from the deepest measurement, which overestimates the cost.
-        result["proportional_fallback"] = True
-        return values[-1] * target / counts[-1]
-
+    (l1, r1), (l2, r2) = [(c, per_layers[c]) for c in counts[-2:]] if len(counts) > 1 else [(counts[0], per_layers[counts[0]])] * 2
     for key in keys:
-        seconds_per_text = [1.0 / per_layers[c][f"{key}_texts_per_second"] for c in counts]
-        result[f"{key}_texts_per_second"] = 1.0 / fit(seconds_per_text)
-        peaks = [per_layers[c][f"{key}_peak_gib"] for c in counts]
-        result[f"{key}_peak_gib"] = fit(peaks) if None not in peaks else None
+        rate, peak = f"{key}_texts_per_second", f"{key}_peak_gib"
+        result[f"{rate}_lower_bound"] = r2[rate] * l2 / target
+        slope = (1 / r2[rate] - 1 / r1[rate]) / (l2 - l1) if l2 > l1 else 0.0
+        intercept = 1 / r1[rate] - slope * l1
+        result[f"{rate}_line"] = 1 / (intercept + target * slope) if slope > 0 and intercept >= 0 else None
+        if r1.get(peak) is None or r2.get(peak) is None:
+            result[peak] = None
+        else:
+            result[peak] = r2[peak] + ((r2[peak] - r1[peak]) / (l2 - l1) if l2 > l1 else r2[peak] / l2) * (target - l2)
     return result
 
 
@@ -293,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             "n_embed": n_embed,
             "quantize_4bit": True,
             "lora_r": args.lora_r,
+            "embed_batch_size": args.embed_batch_size,
             "bf16": device == "cuda" and torch.cuda.is_bf16_supported(),
         },
         "versions": _versions(),

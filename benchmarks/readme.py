@@ -209,54 +209,40 @@ def _finetune(res: dict[str, Any]) -> list[str]:
 GPU_REFERENCE = "plain transformers + peft + bitsandbytes, H100, 32 layers: bf16 embedding 648 tweets/s (batch 256, length-sorted); QLoRA r16 training 120 tweets/s at batch 32 in 58.7 GiB; batch 64 out of memory"
 
 
-def _at_32_layers(rows: dict[str, dict[str, Any]], key: str) -> tuple[float | None, float | None]:
-    """(lower bound, line estimate) of ``key`` tweets/s at 32 layers from the two deepest measurements.
-
-    The lower bound scales the deepest measurement's time per tweet by 32/layers (as if every cost
-    grew with depth); the line fits time = a + b * layers through the two deepest points.
-    """
-    (l1, r1), (l2, r2) = sorted(((int(k), v) for k, v in rows.items()))[-2:]
-    t1, t2 = 1 / r1[key], 1 / r2[key]
-    lower = r2[key] * l2 / 32
-    slope = (t2 - t1) / (l2 - l1)
-    intercept = t1 - slope * l1
-    return lower, (1 / (intercept + 32 * slope) if slope > 0 and intercept >= 0 else None)
-
-
-def _peak_at_32(rows: dict[str, dict[str, Any]], key: str) -> float | None:
-    (l1, r1), (l2, r2) = sorted(((int(k), v) for k, v in rows.items()))[-2:]
-    if r1.get(key) is None or r2.get(key) is None:
-        return None
-    return r2[key] + (r2[key] - r1[key]) / (l2 - l1) * (32 - l2)
+def _run_order(run: str) -> tuple[int, str]:
+    """``frozen`` first, then training runs by batch size (``qlora_batch_256gc`` -> 256)."""
+    return (0, run) if run == "frozen" else (int(run.split("_")[-1].removesuffix("gc")), run)
 
 
 def _gpu(reports: list[dict[str, Any]]) -> list[str]:
-    lines = ["### GPU check (`benchmarks/gpu_check.py`: 7B-shaped Mistral, random weights, 2/4/8 layers)", ""]
+    from .gpu_check import TARGET_LAYERS, extrapolate
+
+    lines = ["### GPU check (`benchmarks/gpu_check.py`: 7B-shaped Mistral, random weights)", ""]
     for rep in reports:
-        s = rep["settings"]
-        lines.append(f"**{rep['device']}**, {rep.get('date', '?')}; torch {rep['versions']['torch']}, transformers {rep['versions']['transformers']}, "
-                     f"peft {rep['versions']['peft']}, bitsandbytes {rep['versions']['bitsandbytes']}; NF4 + LoRA r{s['lora_r']} on all projections, "
+        s, v = rep["settings"], rep["versions"]
+        layers = rep["shape"]["measured_layers"]
+        lines.append(f"**{rep['device']}**, {rep.get('date', '?')}; torch {v['torch']}, transformers {v['transformers']}, "
+                     f"peft {v['peft']}, bitsandbytes {v['bitsandbytes']}; NF4 + LoRA r{s['lora_r']} on all projections, "
                      f"{s['steps']} steps per run, bf16 autocast, length-bucketed batches.")
         lines.append("")
         rows = []
-        def order(run: str) -> tuple[int, str]:
-            return (0, run) if run == "frozen" else (int(run.split("_")[-1].removesuffix("gc")), run)
-
-        for run in sorted(rep["per_layers"], key=order):
-            per = rep["per_layers"][run]
-            layers = sorted(per, key=int)
-            frozen = run == "frozen"
-            key = "embed_texts_per_second" if frozen else "train_texts_per_second"
-            peak = "embed_peak_gib" if frozen else "train_peak_gib"
-            lower, line = _at_32_layers(per, key)
-            what = "frozen bf16 embedding (`Encoder`, batch 256)" if frozen else f"QLoRA training, batch {run.split('_')[-1].replace('gc', ' + gradient checkpointing')}"
-            measured = " / ".join(f"{per[k][key]:.0f}" for k in layers)
-            pad = "" if frozen else f"{100 * per[layers[-1]]['train_padding_fraction']:.0f}%"
-            finite = all(r.get("finite", True) for r in per.values())
-            rows.append([what, measured, _f(per[layers[-1]][peak], 1), f"≥ {lower:.0f}", "–" if line is None else f"{line:.0f}",
-                         _f(_peak_at_32(per, peak), 1), pad, "yes" if finite else "**no**"])
-        lines += _table(["run", "tweets/s at 2 / 4 / 8 layers", "peak GiB (8 layers)", "32 layers: tweets/s, lower bound", "32 layers: line fit",
-                         "32 layers: peak GiB", "padding", "finite"], rows)
+        for run in sorted(rep["per_layers"], key=_run_order):
+            per = {int(k): r for k, r in rep["per_layers"][run].items()}
+            key = "embed" if run == "frozen" else "train"
+            at = extrapolate(per, TARGET_LAYERS, (key,))
+            line = at[f"{key}_texts_per_second_line"]
+            deepest = per[max(per)]
+            if run == "frozen":
+                what, pad = f"frozen bf16 embedding (`Encoder`, batch {s.get('embed_batch_size', 256)})", ""
+            else:
+                what = f"QLoRA training, batch {run.split('_')[-1].replace('gc', ' + gradient checkpointing')}"
+                pad = f"{100 * deepest['train_padding_fraction']:.0f}%"
+            rows.append([what, " / ".join(f"{per[c][f'{key}_texts_per_second']:.0f}" for c in sorted(per)), _f(deepest[f"{key}_peak_gib"], 1),
+                         f"≥ {at[f'{key}_texts_per_second_lower_bound']:.0f}", "–" if line is None else f"{line:.0f}",
+                         _f(at[f"{key}_peak_gib"], 1), pad, "yes" if all(r.get("finite", True) for r in per.values()) else "**no**"])
+        counts = " / ".join(map(str, layers))
+        lines += _table(["run", f"tweets/s at {counts} layers", f"peak GiB ({layers[-1]} layers)", f"{TARGET_LAYERS} layers: tweets/s, lower bound",
+                         f"{TARGET_LAYERS} layers: line fit", f"{TARGET_LAYERS} layers: peak GiB", "padding", "finite"], rows)
         real = rep.get("real_model", {})
         if "loss_fell" in real:
             lines.append(f"Real model `{Path(real['backbone']).name}` (QLoRA, 12 steps): loss {real['loss_first']:.3f} → {real['loss_last']:.3f}; "
