@@ -16,7 +16,8 @@ from embedensemble import EmotionEnsemble
 from embedensemble.labels import EMOTIONS
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not found at {SHARED}")]
+# Real MiniLM weights and the whole shared data: slow, so `-m "not slow"` skips it as the README says.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared data not found at {SHARED}")]
 
 CONFIG = {
     "name": "e2e",
