@@ -67,7 +67,11 @@ def test_thresholds_maximise_f1_and_shrink_rare_labels():
     shrunk = ThresholdOptimizer(shrinkage=1.0, prior_count=30).fit(proba, rare)
     free = ThresholdOptimizer(shrinkage=0.0).fit(proba, rare)
     pooled = ThresholdOptimizer(shrinkage=1.0, prior_count=1e9).fit(proba, rare).thresholds_[0]
-    assert abs(shrunk.thresholds_[0] - pooled) < abs(free.thresholds_[0] - pooled) or free.thresholds_[0] == pooled
+    # Five positives give the rare label a threshold of its own far from the pooled one (no escape
+    # when they coincide: the fixture must make them differ, or shrinkage would go untested).
+    assert abs(free.thresholds_[0] - pooled) >= 0.1, (free.thresholds_[0], pooled)
+    assert abs(shrunk.thresholds_[0] - pooled) < abs(free.thresholds_[0] - pooled)
+    assert min(free.thresholds_[0], pooled) <= shrunk.thresholds_[0] <= max(free.thresholds_[0], pooled)
 
 
 @pytest.mark.parametrize("objective", ["micro_f1", "jaccard"])
