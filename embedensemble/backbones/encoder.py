@@ -85,6 +85,8 @@ class Encoder:
         cache_root: where built weights and digests live (default :func:`default_cache_root`).
         dtype: ``float32`` / ``bfloat16`` / ``float16``; default float32, bf16 for decoders on CUDA.
         num_threads: torch threads while encoding (default :func:`default_num_threads`).
+        packing: decoders only: padding-free rows with block-diagonal attention (:mod:`.packing`),
+            the same vectors up to rounding; ``compile_layers`` also compiles each layer (``torch.compile``).
     """
 
     def __init__(
@@ -97,6 +99,8 @@ class Encoder:
         cache_root: str | Path | None = None,
         dtype: str | None = None,
         num_threads: int | None = None,
+        packing: bool = False,
+        compile_layers: bool = False,
     ) -> None:
         self.spec = spec if isinstance(spec, BackboneSpec) else get_backbone_spec(spec)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -107,6 +111,8 @@ class Encoder:
         self.cache_root = cache_root
         self.dtype = dtype
         self.num_threads = num_threads
+        self.packing = packing
+        self.compile_layers = compile_layers
         self._path: Path | None = None
         self._identity: str | None = None
         self._model: Any = None
@@ -139,6 +145,7 @@ class Encoder:
                 "max_length": self.spec.max_length,
                 "normalize": self.spec.normalize,
                 "dtype": str(torch_dtype(self.dtype, family=self.spec.family, device=device)).replace("torch.", ""),
+                **({"packing": True} if self.packing and self.spec.family == "decoder" else {}),
             }
             safe_name = "".join(c if c.isalnum() or c in "._-" else "_" for c in self.spec.name)[:48]
             self._identity = f"{safe_name}-{stable_hash(payload, length=20)}"
@@ -251,6 +258,11 @@ class Encoder:
         ids = self.tokenize(texts)
         pad_id = self._tokenizer.pad_token_id
         pad_id = int(pad_id if pad_id is not None else self._tokenizer.eos_token_id or 0)
+        if self.packing:
+            from .packing import embed_packed
+
+            return embed_packed(self._model, ids, pad_id=pad_id, batch_size=self.batch_size, normalize=self.spec.normalize,
+                                compile_layers=self.compile_layers)
         order = np.argsort([-len(row) for row in ids], kind="stable")
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         out = np.empty((len(texts), self.dim), dtype=np.float32)

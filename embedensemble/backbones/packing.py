@@ -51,21 +51,33 @@ def pack_rows(lengths: Sequence[int], width: int) -> list[list[int]]:
     return rows
 
 
+def fit_width(lengths: Sequence[int], max_width: int = DEFAULT_WIDTH, multiple: int = 8) -> int:
+    """The narrowest row width (a multiple of ``multiple``) that packs ``lengths`` into as few rows
+    of about ``max_width`` as their total allows: almost no slack even for one small batch."""
+    total, longest = int(sum(lengths)), int(max(lengths))
+    n_rows = -(-total // max_width)
+    width = max(longest, -(-total // n_rows))
+    width = -(-width // multiple) * multiple
+    while len(pack_rows(lengths, width)) > n_rows:
+        width += multiple
+    return width
+
+
 def pack(ids: Sequence[Sequence[int]], pad_id: int, width: int | None = None, min_rows: int = 1) -> dict[str, Any]:
     """Pack token id lists into ``[rows, width]`` CPU tensors.
 
     Returns ``input_ids``, ``position_ids``, ``segment_ids`` (text number within the row,
     :data:`SLACK_SEGMENT` for slack), ``attention_mask`` (1 on real tokens: for counting only, the
     model builds its mask from ``segment_ids``) and ``last_index`` (flat ``row * width + column``
-    of each text's last token, in the order of ``ids``). ``width`` defaults to
-    :data:`DEFAULT_WIDTH`, or the longest text when longer; ``min_rows`` pads with slack rows so
-    that fixed shapes can be kept (e.g. for ``torch.compile``).
+    of each text's last token, in the order of ``ids``). ``width`` defaults to :func:`fit_width`'s
+    (rows of about :data:`DEFAULT_WIDTH` tokens with little slack); ``min_rows`` pads with slack
+    rows so that fixed shapes can be kept (e.g. for ``torch.compile``).
     """
     import torch
 
     if not ids or any(len(row) == 0 for row in ids):
         raise ValueError("pack() needs at least one text and no empty token lists")
-    width = width or max(DEFAULT_WIDTH, max(len(row) for row in ids))
+    width = width or fit_width([len(row) for row in ids])
     rows = pack_rows([len(row) for row in ids], width)
     n_rows = max(len(rows), min_rows)
     input_ids = np.full((n_rows, width), pad_id, dtype=np.int64)

@@ -49,6 +49,8 @@ class FinetuneArgs:
     ``workdir``), ``eval_fraction`` + ``early_stopping_patience`` (evaluations without a better
     held-out loss before stopping; the best weights are kept), ``bucket_batches`` (how many
     batches' worth of texts are sorted by length together), ``seed`` (default: the run seed).
+    ``packing`` (pooled decoders only) packs each batch's texts padding-free into rows with
+    block-diagonal attention (:mod:`embedensemble.backbones.packing`): same numbers, no padding.
     ``backbone_options`` are passed to ``get_backbone_spec`` (e.g. ``pooling``, ``task``).
     """
 
@@ -79,6 +81,7 @@ class FinetuneArgs:
     early_stopping_patience: int | None = None
     save_every_steps: int = 50
     bucket_batches: int = 32
+    packing: bool = False
     predict_batch_size: int = 64
     seed: int | None = None
     backbone_options: dict[str, Any] = field(default_factory=dict)
@@ -147,6 +150,8 @@ class FinetuneArgs:
             )
         if isinstance(self.pos_weight, list) and (len(self.pos_weight) != N_LABELS or min(self.pos_weight) <= 0):
             raise ConfigError(f"{where}: 'pos_weight' list must hold {N_LABELS} positive numbers, got {self.pos_weight!r}")
+        if self.packing and kind != "pooled-finetune":
+            raise ConfigError(f"{where}: 'packing' is only supported by kind 'pooled-finetune', not {kind!r}")
         if self.early_stopping_patience is not None and self.eval_fraction == 0.0:
             raise ConfigError(f"{where}: 'early_stopping_patience' needs 'eval_fraction' > 0")
 

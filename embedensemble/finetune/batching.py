@@ -26,6 +26,7 @@ class TextFormat:
     padding_side: str = "right"
     pad_token_id: int = 0
     position_ids: bool = False
+    packing: bool = False  # decoders: padding-free rows (see backbones.packing)
 
 
 def format_texts(texts: Sequence[str], fmt: TextFormat) -> list[str]:
@@ -80,6 +81,10 @@ def collate(ids: Sequence[Sequence[int]], fmt: TextFormat) -> dict[str, torch.Te
     Decoders are padded on the left so the last position is every row's last real token. Position
     ids count real tokens only, so a text's embedding does not depend on how much padding its batch has.
     """
+    if fmt.packing:
+        from ..backbones.packing import pack
+
+        return pack(ids, fmt.pad_token_id)
     width = max(len(row) for row in ids)
     input_ids = torch.full((len(ids), width), fmt.pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(ids), width), dtype=torch.long)

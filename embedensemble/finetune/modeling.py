@@ -148,6 +148,7 @@ def text_format(spec: Any, tokenizer: Any, args: FinetuneArgs, *, append_eos: bo
         padding_side="left" if decoder else "right",
         pad_token_id=int(tokenizer.pad_token_id),
         position_ids=decoder,
+        packing=args.packing and decoder,
     )
 
 

@@ -66,16 +66,32 @@ class PooledClassifier(nn.Module):
         self.head = nn.Linear(hidden, n_labels)
 
     def embed(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+        last_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        if segment_ids is not None:  # a packed batch (backbones.packing.pack): one vector per text, in input order
+            if self.pooling != "last_token":
+                raise ValueError(f"packed batches support last_token pooling only, not {self.pooling!r}")
+            from ..backbones.packing import packed_last_hidden
+
+            return packed_last_hidden(self.backbone, input_ids, position_ids, segment_ids, last_index).float()
         extra = {} if position_ids is None else {"position_ids": position_ids}
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
         return pool(hidden, attention_mask, self.pooling).float()
 
     def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        segment_ids: torch.Tensor | None = None,
+        last_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return self.head(self.embed(input_ids, attention_mask, position_ids))
+        return self.head(self.embed(input_ids, attention_mask, position_ids, segment_ids, last_index))
 
 
 @register_member("pooled-finetune")
