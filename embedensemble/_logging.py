@@ -7,7 +7,8 @@ rule: ``show_progress_bar=None`` means "show when the package logger is at INFO 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -41,3 +42,22 @@ def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, show
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, total=total, leave=False)
+
+
+@contextmanager
+def quiet_transformers(show_progress_bar: bool | None = None) -> Iterator[None]:
+    """Silence transformers' load reports and progress bars unless embedensemble logs at DEBUG / shows bars."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    if not logging.getLogger(_ROOT).isEnabledFor(logging.DEBUG):
+        hf_logging.set_verbosity_error()
+    if not progress_enabled(show_progress_bar):
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -16,15 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from .._logging import get_logger, progress, progress_enabled
+from .._logging import get_logger, progress, progress_enabled, quiet_transformers
 from ..errors import ConfigError, DataError
 from ..io import stable_hash
 from .presets import BackboneSpec, get_backbone_spec
 from .weights import (
-    default_device,
     hf_model_dir,
     load_tokenizer,
-    quiet_transformers,
+    resolve_device,
     resolve_weights,
     torch_dtype,
     weights_identity,
@@ -133,7 +132,7 @@ class Encoder:
     def identity(self) -> str:
         """``<name>-<hash>``: the hash covers the weights and every setting that changes the vectors."""
         if self._identity is None:
-            device = self.device or default_device()
+            device = resolve_device(self.device)
             payload = {
                 "format": ENCODER_FORMAT,
                 "weights": weights_identity(self.spec, self.path, self.cache_root),
@@ -179,7 +178,7 @@ class Encoder:
     def _load(self) -> None:
         if self._model is not None:
             return
-        device = self.device or default_device()
+        device = resolve_device(self.device)
         if self.spec.family == "decoder":
             self._load_decoder(device)
         else:

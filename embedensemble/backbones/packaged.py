@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .._logging import get_logger
+from .._logging import get_logger, quiet_transformers
 from ..errors import ArtifactError, WeightsNotFoundError
 from ..io import sha256_file, write_json
 from .presets import BackboneSpec, PackagedWeights
@@ -143,8 +143,6 @@ def convert_gguf(gguf: Path, out: Path, *, dtype: str = "float32") -> Path:
         kwargs["quantization_config"] = GgufConfig(gguf_file=gguf.name, dequantize=True)
     except ImportError:  # transformers 4.x: GGUF models load dequantized and plain already
         pass
-    from .weights import quiet_transformers
-
     with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), **kwargs)

@@ -11,12 +11,10 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .._logging import get_logger, progress_enabled
+from .._logging import get_logger, quiet_transformers
 from ..errors import ArtifactError, ConfigError, WeightsNotFoundError
 from ..io import read_json, sha256_file, stable_hash, write_json
 from .packaged import MARKER, build_packaged
@@ -160,25 +158,6 @@ def weights_identity(spec: BackboneSpec | str, path: str | Path, cache_root: str
     return stable_hash(digests, length=32)
 
 
-@contextmanager
-def quiet_transformers(show_progress_bar: bool | None = None) -> Iterator[None]:
-    """Silence transformers' load reports and progress bars unless embedensemble logs at DEBUG / shows bars."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    if not get_logger(__name__).isEnabledFor(logging.DEBUG):
-        hf_logging.set_verbosity_error()
-    if not progress_enabled(show_progress_bar):
-        hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
 def hf_model_dir(path: Path) -> Path:
     """The folder with the HF ``config.json`` (a sentence-transformers folder may keep it in a subfolder)."""
     if (path / "config.json").is_file() or not (path / "modules.json").is_file():
@@ -190,7 +169,10 @@ def hf_model_dir(path: Path) -> Path:
     return path
 
 
-def default_device() -> str:
+def resolve_device(device: str | None = None) -> str:
+    """``device`` if given, else ``cuda`` when a CUDA card is visible, else ``cpu`` (the one place that decides)."""
+    if device:
+        return device
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -247,7 +229,7 @@ def load_hf_backbone(
 
     spec = _as_spec(spec)
     path = resolve_weights(spec, cache_root)
-    device = device or default_device()
+    device = resolve_device(device)
     dtype = torch_dtype(dtype, family=spec.family, device=device)
     tokenizer = load_tokenizer(spec, path)
     if model_class is None:

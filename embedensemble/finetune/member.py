@@ -20,10 +20,11 @@ from .._logging import get_logger
 from ..config import MemberConfig
 from ..errors import ArtifactError, FormatVersionError, NumericalError
 from ..io import read_json, stable_hash, write_json
+from ..backbones.weights import resolve_device
 from ..members.base import FoldModel, MemberContext
 from .args import FinetuneArgs
 from .batching import TextFormat, tokenize
-from .training import StepCallback, TokenizedData, predict_outputs, resolve_device, train, use_bf16
+from .training import StepCallback, TokenizedData, predict_outputs, train, use_bf16
 
 logger = get_logger(__name__)
 
@@ -47,7 +48,7 @@ class FinetuneMember(FoldModel):
     def __init__(self, config: MemberConfig, context: MemberContext | None = None) -> None:
         super().__init__(config, context)
         self.args = FinetuneArgs.from_params(config.params, kind=self.kind, where=f"member '{config.name}': params")
-        self.device = resolve_device(self.context.device)
+        self.device = torch.device(resolve_device(self.context.device))
         self.bf16 = use_bf16(self.args, self.device)
         self.spec: Any = None
         self.tokenizer: Any = None

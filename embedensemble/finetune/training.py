@@ -51,13 +51,6 @@ class TokenizedData:
         return TokenizedData([self.ids[i] for i in index], self.labels[index])
 
 
-def resolve_device(device: str | None) -> torch.device:
-    """``device`` if given, else the first CUDA card when there is one, else the CPU."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def use_bf16(args: FinetuneArgs, device: torch.device) -> bool:
     if args.precision == "fp32" or device.type != "cuda":
         return False
