@@ -1,11 +1,12 @@
-"""One-vs-rest multi-label heads: features [n, d] in, probabilities [n, L] (float32) out.
+"""The :class:`Head` contract and the head registry: features [n, d] in, probabilities [n, L] (float32) out.
 
 Each head fits one binary model per label on dense embeddings or sparse TF-IDF. A label
 that has a single class in the training rows (a rare emotion in a small fold) gets a
 constant, smoothed prior instead of a model. ``save``/``load`` write only JSON, safetensors
 and LightGBM's native text format, so loading a head never unpickles anything.
 
-Build heads by name with :func:`make_head`; reload any saved head with :func:`load_head`.
+The built-in kinds live in :mod:`.linear` and :mod:`.lgbm`; the package ``__init__`` imports
+them, so the registry is complete whenever any module of this package has been imported.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.sparse as sp
 
-from ._logging import get_logger
-from .errors import ArtifactError, ConfigError, FormatVersionError
-from .io import load_tensors, read_json, save_tensors, write_json
+from .._logging import get_logger
+from ..errors import ArtifactError, ConfigError, FormatVersionError
+from ..io import read_json, write_json
 
 logger = get_logger(__name__)
 
@@ -40,26 +41,11 @@ def register_head(name: str):
 
 
 def available_heads() -> list[str]:
-    _import_builtin_heads()
     return sorted(_HEADS)
-
-
-def _import_builtin_heads() -> None:
-    # The LightGBM head lives in its own module, which imports this one: import it lazily.
-    from . import lgbm_head  # noqa: F401
-
-
-def __getattr__(name: str) -> Any:
-    if name == "LGBMHead":  # re-exported for ``from embedensemble.heads import LGBMHead``
-        from .lgbm_head import LGBMHead
-
-        return LGBMHead
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_head(name: str, **params: Any) -> Head:
     """An unfitted head ``name`` with ``params``; unknown names, parameters or bad values raise ConfigError."""
-    _import_builtin_heads()
     if name not in _HEADS:
         raise ConfigError(f"unknown head {name!r}; known heads are {available_heads()}")
     cls = _HEADS[name]
@@ -94,7 +80,7 @@ class Head(ABC):
     def _validate_params(self) -> None:
         """Raise ConfigError naming the first bad parameter; subclasses extend."""
         self._require(
-            "random_state", self.random_state is None or _is_number(self.random_state, integer=True), "an integer or None"
+            "random_state", self.random_state is None or is_number(self.random_state, integer=True), "an integer or None"
         )
 
     def _require(self, param: str, ok: bool, expected: str) -> None:
@@ -104,7 +90,7 @@ class Head(ABC):
     def _check_positive(self, *params: str, integer: bool = False) -> None:
         for param in params:
             value = getattr(self, param)
-            self._require(param, _is_number(value, integer) and value > 0, "a positive " + ("integer" if integer else "number"))
+            self._require(param, is_number(value, integer) and value > 0, "a positive " + ("integer" if integer else "number"))
 
     # -- fit / predict --------------------------------------------------------------------
     def fit(self, X: np.ndarray | sp.spmatrix, Y: np.ndarray) -> Head:
@@ -184,7 +170,6 @@ class Head(ABC):
                 f"{path}: head format version {meta.get('format_version')!r}, this library reads {FORMAT_VERSION}"
             )
         name = meta.get("head")
-        _import_builtin_heads()
         if name not in _HEADS:
             raise ArtifactError(f"{path}: unknown head {name!r}; known heads are {available_heads()}")
         head_cls = _HEADS[name]
@@ -204,7 +189,8 @@ class Head(ABC):
     def _load_state(self, path: Path) -> None: ...
 
 
-def _is_number(value: Any, integer: bool = False) -> bool:
+def is_number(value: Any, integer: bool = False) -> bool:
+    """A Python or numpy number (an integer one if ``integer``), never a bool: the check every head parameter uses."""
     kinds = (int, np.integer) if integer else (int, float, np.integer, np.floating)
     return isinstance(value, kinds) and not isinstance(value, bool)
 
@@ -232,135 +218,3 @@ def _check_Y(Y: Any, n_rows: int) -> np.ndarray:
     if not np.isin(Y, (0, 1)).all():
         raise ValueError("labels must be 0/1")
     return Y.astype(np.int8)
-
-
-# -- linear heads ---------------------------------------------------------------------------
-class _LinearHead(Head):
-    """A head whose state is ``coef_`` [L, d] and ``intercept_`` [L], turned into probabilities by ``_link``."""
-
-    def _predict_labels(self, X: np.ndarray | sp.csr_matrix, labels: np.ndarray) -> np.ndarray:
-        # Predict from the stored float64 arrays (not an sklearn object) so a reloaded head
-        # gives exactly the probabilities of the one that was saved.
-        scores = np.asarray(X @ self.coef_[labels].T, dtype=np.float64) + self.intercept_[labels]
-        return self._link(scores)
-
-    @staticmethod
-    @abstractmethod
-    def _link(scores: np.ndarray) -> np.ndarray: ...
-
-    def _init_state(self) -> None:
-        self.coef_ = np.zeros((self.n_labels_, self.n_features_in_), dtype=np.float64)
-        self.intercept_ = np.zeros(self.n_labels_, dtype=np.float64)
-
-    def _save_state(self, path: Path) -> None:
-        save_tensors(path / "head.safetensors", {"coef": self.coef_, "intercept": self.intercept_})
-
-    def _load_state(self, path: Path) -> None:
-        tensors = load_tensors(path / "head.safetensors")
-        self.coef_ = tensors["coef"].astype(np.float64)
-        self.intercept_ = tensors["intercept"].astype(np.float64)
-        if self.coef_.shape != (self.n_labels_, self.n_features_in_):
-            raise ArtifactError(f"{path}: coef shape {self.coef_.shape} does not match head.json")
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    # Written through exp(-|z|) so that large scores of either sign never overflow.
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
-_LOGREG_SOLVERS = ("lbfgs", "liblinear", "newton-cg", "newton-cholesky", "sag", "saga")
-
-
-@register_head("logreg")
-class LogRegHead(_LinearHead):
-    """L2 logistic regression per label (sklearn ``LogisticRegression``), stored as arrays.
-
-    On SemEval-2018 E-c (train -> dev, per-label thresholds) macro-F1 is flat for C in [0.5, 4]
-    with both MiniLM embeddings and TF-IDF, so C=1. ``newton-cg`` gave the same models as
-    ``lbfgs`` at a fraction of the CPU time, on dense and sparse input alike.
-    ``class_weight="balanced"`` lifts F1 at the 0.5 threshold, not at tuned thresholds.
-    """
-
-    def __init__(
-        self,
-        C: float = 1.0,
-        class_weight: str | None = None,
-        max_iter: int = 1000,
-        tol: float = 1e-4,
-        solver: str = "newton-cg",
-        random_state: int | None = None,
-    ) -> None:
-        self.C = C
-        self.class_weight = class_weight
-        self.max_iter = max_iter
-        self.tol = tol
-        self.solver = solver
-        self.random_state = random_state
-
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        self._check_positive("C", "tol")
-        self._check_positive("max_iter", integer=True)
-        self._require("class_weight", self.class_weight in (None, "balanced"), "None or 'balanced'")
-        self._require("solver", self.solver in _LOGREG_SOLVERS, f"one of {list(_LOGREG_SOLVERS)}")
-
-    def _fit_labels(self, X: np.ndarray | sp.csr_matrix, Y: np.ndarray, labels: np.ndarray) -> None:
-        from sklearn.linear_model import LogisticRegression
-
-        self._init_state()
-        for j in labels:
-            model = LogisticRegression(
-                C=self.C,
-                class_weight=self.class_weight,
-                max_iter=self.max_iter,
-                tol=self.tol,
-                solver=self.solver,
-                random_state=self.random_state,
-            ).fit(X, Y[:, j])
-            self.coef_[j] = model.coef_[0]
-            self.intercept_[j] = model.intercept_[0]
-
-    @staticmethod
-    def _link(scores: np.ndarray) -> np.ndarray:
-        return _sigmoid(scores)
-
-
-_RIDGE_SOFT_EDGE = 0.05
-
-
-@register_head("ridge")
-class RidgeHead(_LinearHead):
-    """Ridge regression on the 0/1 targets (all labels in one solve): the cheapest head.
-
-    ``alpha=3`` scored well on both MiniLM embeddings and TF-IDF (alpha in 1..30 tried).
-    Its scores estimate probabilities directly but stray outside [0, 1]. They pass through
-    unchanged inside [0.05, 0.95] and are squeezed exponentially beyond, so the output stays
-    in (0, 1) yet keeps the order of the scores (a hard clip would tie every negative row).
-    """
-
-    def __init__(self, alpha: float = 3.0, random_state: int | None = None) -> None:
-        self.alpha = alpha
-        self.random_state = random_state
-
-    def _validate_params(self) -> None:
-        super()._validate_params()
-        self._check_positive("alpha")
-
-    def _fit_labels(self, X: np.ndarray | sp.csr_matrix, Y: np.ndarray, labels: np.ndarray) -> None:
-        from sklearn.linear_model import Ridge
-
-        self._init_state()
-        if len(labels) == 0:
-            return
-        model = Ridge(alpha=self.alpha, random_state=self.random_state).fit(X, Y[:, labels].astype(np.float64))
-        self.coef_[labels] = np.atleast_2d(model.coef_)
-        self.intercept_[labels] = model.intercept_
-
-    @staticmethod
-    def _link(scores: np.ndarray) -> np.ndarray:
-        d = _RIDGE_SOFT_EDGE
-        low = d * np.exp((np.minimum(scores, d) - d) / d)
-        high = 1.0 - d * np.exp((1.0 - d - np.maximum(scores, 1.0 - d)) / d)
-        return np.where(scores < d, low, np.where(scores > 1.0 - d, high, scores))
-

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from .errors import ArtifactError
-from .heads import Head, _is_number, register_head
-from .io import atomic_write_text
+from ..errors import ArtifactError
+from ..io import atomic_write_text
+from .base import Head, is_number, register_head
 
 
 @register_head("lgbm")
@@ -57,10 +57,10 @@ class LGBMHead(Head):
         self._check_positive("learning_rate")
         for param in ("feature_fraction", "bagging_fraction"):
             value = getattr(self, param)
-            self._require(param, _is_number(value) and 0.0 < value <= 1.0, "a number in (0, 1]")
-        self._require("reg_lambda", _is_number(self.reg_lambda) and self.reg_lambda >= 0, "a number >= 0")
+            self._require(param, is_number(value) and 0.0 < value <= 1.0, "a number in (0, 1]")
+        self._require("reg_lambda", is_number(self.reg_lambda) and self.reg_lambda >= 0, "a number >= 0")
         self._require("class_weight", self.class_weight in (None, "balanced"), "None or 'balanced'")
-        self._require("n_jobs", self.n_jobs is None or _is_number(self.n_jobs, integer=True), "an integer or None")
+        self._require("n_jobs", self.n_jobs is None or is_number(self.n_jobs, integer=True), "an integer or None")
 
     def _lgb_params(self, y: np.ndarray) -> dict[str, Any]:
         params: dict[str, Any] = {
