@@ -16,6 +16,9 @@
     <run>/stack_{oof,eval,test}.npy    the stacker's probabilities
     <run>/thresholds.json, metrics.json, submission.csv
     <run>/ensemble/                the saved EmotionEnsemble
+    <run>/members/<name>/full/         the member refitted once on all train rows (refit), DONE last
+    <run>/ensemble_full/, metrics_full.json   the ensemble of refitted members, and its metrics
+    <run>/student/, student.distill.json      a distilled student (an ensemble folder) and its report
     <run>/report/                  plots and report.html
 
 Markers: a fold is finished when ``fold_<k>/DONE`` exists (written last, then the folder is
@@ -101,6 +104,11 @@ class MemberFolder:
     def fold_partial_dir(self, k: int) -> Path:
         return self.path / f"fold_{k}.partial"
 
+    @property
+    def full_dir(self) -> Path:
+        """``full/``: the member refitted once on all train rows, its ``pred_<split>.npy`` and ``DONE`` (refit)."""
+        return self.path / "full"
+
     def status(self) -> dict[str, Any] | None:
         return read_json(self.status_file) if self.status_file.is_file() else None
 
@@ -178,6 +186,23 @@ class RunFolder:
     @property
     def report_dir(self) -> Path:
         return self.path / "report"
+
+    @property
+    def student_dir(self) -> Path:
+        """The distilled student (``python -m embedensemble.distill``); its report is beside it."""
+        return self.path / "student"
+
+    @property
+    def full_ensemble_dir(self) -> Path:
+        """The ensemble of members refitted on all train rows (``python -m embedensemble.refit``)."""
+        return self.path / "ensemble_full"
+
+    @property
+    def full_metrics_file(self) -> Path:
+        return self.path / "metrics_full.json"
+
+    def member_full_dir(self, name: str) -> Path:
+        return self.member(name).full_dir
 
     @property
     def members_dir(self) -> Path:

@@ -17,6 +17,7 @@ rows rather than texts (out-of-fold embeddings) overrides them.
 
 from __future__ import annotations
 
+import importlib
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -149,8 +150,15 @@ def member_kind(config: MemberConfig) -> str:
     return "finetuned-head" if config.kind == "head" and config.feature_source is not None else config.kind
 
 
+# Kinds whose module needs neither torch nor peft: imported alone, so loading them stays light.
+_LIGHT_KINDS = {"onnx-classifier": "embedensemble.onnx_member"}
+
+
 def member_class(kind: str) -> type[FoldModel]:
-    _import_builtin_kinds()
+    if kind in _LIGHT_KINDS and kind not in _REGISTRY:
+        importlib.import_module(_LIGHT_KINDS[kind])
+    if kind not in _REGISTRY:
+        _import_builtin_kinds()
     try:
         return _REGISTRY[kind]
     except KeyError:
@@ -202,6 +210,7 @@ def saved_fold_dirs(member_dir: str | Path) -> list[Path]:
 def _import_builtin_kinds() -> None:
     # Imported here, not at module top, so that torch/peft load only when a kind needs them.
     from . import finetuned_head, head_member  # noqa: F401
+    from .. import onnx_member  # noqa: F401
 
     try:
         from .. import finetune  # noqa: F401

@@ -1,0 +1,143 @@
+"""Export a fitted ``pooled-finetune`` member (an encoder) to an ``onnx-classifier`` fold folder.
+
+    folder = export_student(member, "student_fold", precision="int8")
+    OnnxClassifierMember.load(folder).predict_proba(texts)
+
+The exported graph maps ``input_ids`` and ``attention_mask`` [batch, tokens] to the 11 logits:
+backbone, mean/CLS pooling and the linear head, exactly as :class:`PooledClassifier` computes
+them. ``precision="int8"`` quantises the weights of every MatMul to int8 (ONNX Runtime's dynamic
+quantisation: activations are quantised per batch at run time), which cuts the model to a
+quarter and runs about 1.5-2x faster on CPUs; :mod:`embedensemble.distill` keeps it only when
+held-out macro-F1 drops by at most 0.005.
+
+Needs ``torch`` (to trace) and the optional extra ``pip install embedensemble[onnx]``
+(onnxruntime, onnx).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ._logging import get_logger
+from .config import MemberConfig
+from .errors import ConfigError
+from .io import write_json
+from .labels import N_LABELS
+from .onnx_member import FORMAT_VERSION, KIND, META_FILE, MODEL_FILE, TOKENIZER_FILE, OnnxClassifierMember, pad_batch
+
+logger = get_logger(__name__)
+
+PRECISIONS = ("fp32", "int8")
+OPSET = 17
+
+
+def _export_module(classifier: Any) -> Any:
+    """``(input_ids, attention_mask) -> logits`` around a :class:`PooledClassifier`.
+
+    The backbone gets a prepared 4-D boolean mask: traced with a 2-D one, transformers' mask
+    builder is frozen as a constant of the traced batch shape and other shapes drift.
+    """
+    import torch
+
+    from .finetune.pooled import pool
+
+    backbone = classifier.backbone
+    takes_token_types = "token_type_ids" in inspect.signature(backbone.forward).parameters
+
+    class Exported(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone, self.head, self.pooling = backbone, classifier.head, classifier.pooling
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            extra = {"token_type_ids": torch.zeros_like(input_ids)} if takes_token_types else {}
+            mask4d = attention_mask[:, None, None, :].bool()
+            hidden = self.backbone(input_ids=input_ids, attention_mask=mask4d, **extra).last_hidden_state
+            return self.head(pool(hidden, attention_mask, self.pooling).float())
+
+    return Exported().eval()
+
+
+def export_student(member: Any, folder: str | os.PathLike, *, precision: str = "int8", name: str | None = None) -> Path:
+    """Write ``member`` (a fitted pooled-finetune encoder) as an ``onnx-classifier`` fold folder.
+
+    ``folder`` is replaced atomically. Decoders (left padding, explicit position ids) are refused.
+    """
+    import torch
+
+    if precision not in PRECISIONS:
+        raise ConfigError(f"ONNX precision {precision!r} is not one of {list(PRECISIONS)}")
+    if getattr(member, "model", None) is None or not hasattr(member.model, "head"):
+        raise ConfigError(f"member {getattr(member, 'config', None)!r} is not a fitted pooled-finetune member")
+    fmt = member.fmt
+    if fmt.padding_side != "right" or fmt.position_ids:
+        raise ConfigError(
+            f"member '{member.config.name}': only encoder students can be exported to ONNX "
+            f"(backbone {member.config.backbone!r} is a decoder)"
+        )
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        fp32 = staging / "model-fp32.onnx"
+        module = _export_module(member.model.cpu())
+        ids, mask = pad_batch(member._tokenize(["an example tweet", "a longer example tweet, for the export"]), fmt.pad_token_id)
+        sample, mask = torch.from_numpy(ids), torch.from_numpy(mask)
+        axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "logits": {0: "batch"}}
+        with torch.no_grad():
+            torch.onnx.export(
+                module,
+                (sample, mask),
+                str(fp32),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["logits"],
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        if precision == "int8":
+            from onnxruntime.quantization import QuantType, quantize_dynamic
+
+            quantize_dynamic(str(fp32), str(staging / MODEL_FILE), weight_type=QuantType.QInt8)
+            fp32.unlink()
+        else:
+            fp32.rename(staging / MODEL_FILE)
+        member.tokenizer.backend_tokenizer.save(str(staging / TOKENIZER_FILE))
+        eos = member.tokenizer.eos_token_id
+        write_json(
+            staging / META_FILE,
+            {
+                "format_version": FORMAT_VERSION,
+                "precision": precision,
+                "n_labels": N_LABELS,
+                "opset": OPSET,
+                "text_format": {**dataclasses.asdict(fmt), "eos_token_id": eos},
+                "exported_from": {"kind": member.kind, "backbone": member.config.backbone, "args": member.args.to_dict()},
+            },
+        )
+        config = MemberConfig(
+            name=name or member.config.name, kind=KIND, backbone=member.config.backbone, params={"precision": precision}
+        )
+        exported = OnnxClassifierMember(config)
+        exported.source_dir = staging
+        exported.save(staging)  # writes fold.json (kind + config), the folder contract every member follows
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info(
+        "exported member '%s' to %s (%s, %.1f MB)",
+        member.config.name,
+        folder,
+        precision,
+        (folder / MODEL_FILE).stat().st_size / 1e6,
+    )
+    return folder
