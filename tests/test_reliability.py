@@ -72,6 +72,44 @@ def test_same_data_config_seed_give_identical_probabilities(tmp_path):
     np.testing.assert_array_equal(probas[0], probas[1])
 
 
+def test_same_seed_identical_for_embedding_and_finetuned_members(tmp_path):
+    """A frozen-encoder member, a fine-tuned member and a head on its fine-tuned embeddings (tiny random
+    models), each run with its own empty embedding cache: OOF, eval and test probabilities are identical."""
+    import torch
+    from tiny_models import make_tiny_st_encoder
+
+    from embedensemble.config import CVConfig, MemberConfig
+    from embedensemble.run_folder import RunFolder
+
+    from .synthetic import write_semeval
+
+    encoder = str(make_tiny_st_encoder(tmp_path / "encoder"))
+    splits = load_dataset(write_semeval(tmp_path / "data", n_train=40, n_dev=10, n_test=10, seed=3))
+    ft_params = {"adapter": "none", "lr": 2e-3, "max_steps": 2, "batch_size": 8, "warmup_ratio": 0.0,
+                 "save_every_steps": 1000, "predict_batch_size": 16}
+    members = [
+        MemberConfig(name="frozen-logreg", features=encoder, head="logreg"),
+        MemberConfig(name="tiny-ft", kind="pooled-finetune", backbone=encoder, params=ft_params),
+        MemberConfig(name="ft-logreg", features="finetuned:tiny-ft", head="logreg"),
+    ]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        probas, runs = [], []
+        for name in ("a", "b"):
+            config = EnsembleConfig(name="det", members=members, cv=CVConfig(n_folds=2), cache_dir=str(tmp_path / f"cache-{name}"), device="cpu")
+            fit_members(config, splits.train, tmp_path / name, test=splits.test, eval=splits.eval)
+            ensemble = stack_run(tmp_path / name, write_report=False)
+            probas.append(ensemble.predict_proba(splits.test.texts).to_numpy())
+            runs.append(RunFolder(tmp_path / name))
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(probas[0], probas[1])
+    for member in ("frozen-logreg", "tiny-ft", "ft-logreg"):
+        for split in ("oof", "eval", "test"):
+            np.testing.assert_array_equal(runs[0].member_array(member, split), runs[1].member_array(member, split), err_msg=f"{member} {split}")
+
+
 @pytest.fixture(scope="module")
 def ensemble(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ens")
