@@ -6,9 +6,10 @@ file, the row (1-based, header excluded) and the column.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
+import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ._logging import get_logger
+from .delimited import read_table
 from .errors import DataError
 from .io import atomic_write_text
 from .labels import EMOTIONS, N_LABELS
@@ -25,7 +27,6 @@ logger = get_logger(__name__)
 MAX_TWEET_CHARS = 2_000  # tweets are <= 280 chars; longer texts are truncated with a warning
 DATA_ENV = "EMBEDENSEMBLE_DATA"
 ID_COLUMN, TEXT_COLUMN = "ID", "Tweet"
-csv.field_size_limit(10_000_000)
 
 
 @dataclass
@@ -60,69 +61,55 @@ class DatasetSplits:
     sample_submission: Path | None = None
     kind: str = "kaggle"
     files: dict[str, str] = field(default_factory=dict)
-
-
-def _decode(path: Path) -> str:
-    raw = path.read_bytes()
-    try:
-        return raw.decode("utf-8-sig")  # tolerate a BOM written by Excel
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise DataError(
-            f"is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}, line {line}); "
-            "re-save the file as UTF-8",
-            file=path,
-        ) from None
+    # Rows of eval/test whose text is a train text (see ``overlap_mask``), per split:
+    # {"eval": {"excluded_rows", "eval_rows_before", "eval_rows_after", "rule"}, "test": {...}}.
+    overlap: dict[str, dict] = field(default_factory=dict)
 
 
 def _rows(path: Path) -> tuple[list[str], list[list[str]]]:
-    if not path.is_file():
-        raise DataError("does not exist", file=path)
-    text = _decode(path)
-    tsv = path.suffix in (".txt", ".tsv")
-    reader = csv.reader(
-        text.splitlines() if tsv else text.splitlines(keepends=True),
-        delimiter="\t" if tsv else ",",
-        quoting=csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL,  # SemEval TSV quotes nothing
-    )
-    try:
-        rows = [r for r in reader if r]  # skip blank lines
-    except csv.Error as exc:
-        raise DataError(f"could not be parsed: {exc}", file=path, row=reader.line_num - 1) from None
-    if not rows:
-        raise DataError("is empty (no header row)", file=path)
-    header = [h.strip() for h in rows[0]]
-    return header, rows[1:]
+    table = read_table(path)
+    return table.header, table.rows
+
+
+def _columns(header: list[str], path: Path) -> dict[str, int]:
+    """Where each known column is: exact name first, else the one name that matches ignoring case."""
+    found = {}
+    for name in (ID_COLUMN, TEXT_COLUMN, *EMOTIONS):
+        matches = [j for j, h in enumerate(header) if h == name] or [j for j, h in enumerate(header) if h.casefold() == name.casefold()]
+        if len(matches) > 1:
+            raise DataError(f"column {name!r} appears twice (columns {matches[0] + 1} and {matches[1] + 1})", file=path, column=name)
+        if matches:
+            found[name] = matches[0]
+    return found
 
 
 def read_corpus(path: str | os.PathLike, *, require_labels: bool | None = None) -> Corpus:
-    """Read a Kaggle CSV or SemEval TSV file.
+    """Read a Kaggle CSV or SemEval TSV file (as Excel, Sheets or pandas save it: see ``delimited``).
 
     Labels are read when the file has all 11 emotion columns and they are not ``NONE``.
     ``require_labels=True`` makes missing labels an error; ``False`` ignores them.
+    Headers, IDs and label cells are stripped of surrounding whitespace; tweet text is kept verbatim.
     """
     path = Path(path)
     header, rows = _rows(path)
-    missing = [c for c in (ID_COLUMN, TEXT_COLUMN) if c not in header]
+    columns = _columns(header, path)
+    missing = [c for c in (ID_COLUMN, TEXT_COLUMN) if c not in columns]
     if missing:
         hint = _close_match_hint(missing, header)
         raise DataError(f"missing required column(s) {missing}; header is {header}{hint}", file=path, column=missing[0])
     if not rows:
         raise DataError("has a header but no data rows", file=path)
-    present = [e for e in EMOTIONS if e in header]
-    if require_labels and len(present) < N_LABELS:
-        absent = [e for e in EMOTIONS if e not in header]
+    present = [e for e in EMOTIONS if e in columns]
+    absent = [e for e in EMOTIONS if e not in columns]
+    if require_labels and absent:
         raise DataError(f"missing label column(s) {absent}{_close_match_hint(absent, header)}", file=path, column=absent[0])
-    if present and len(present) < N_LABELS and require_labels is not False:
-        absent = [e for e in EMOTIONS if e not in header]
+    if present and absent and require_labels is not False:
         raise DataError(f"has some emotion columns but not {absent}", file=path, column=absent[0])
-    id_col, text_col = header.index(ID_COLUMN), header.index(TEXT_COLUMN)
-    label_cols = [header.index(e) for e in EMOTIONS] if len(present) == N_LABELS and require_labels is not False else []
+    id_col, text_col = columns[ID_COLUMN], columns[TEXT_COLUMN]
+    label_cols = [columns[e] for e in EMOTIONS] if not absent and require_labels is not False else []
     ids, texts, labels = [], [], []
     seen: dict[str, int] = {}
     for number, row in enumerate(rows, start=1):
-        if len(row) != len(header):
-            raise DataError(f"has {len(row)} fields but the header has {len(header)}", file=path, row=number)
         tweet_id, text = row[id_col].strip(), row[text_col]
         if not tweet_id:
             raise DataError("empty ID", file=path, row=number, column=ID_COLUMN)
@@ -133,9 +120,11 @@ def read_corpus(path: str | os.PathLike, *, require_labels: bool | None = None) 
         ids.append(tweet_id)
         if label_cols:
             labels.append([row[c] for c in label_cols])
-    label_array = _parse_labels(labels, path, require_labels) if label_cols else None
+    label_array = _parse_labels(labels, path) if label_cols else None
     if require_labels and label_array is None:
         raise DataError("has no labels (NONE) but labels are required", file=path, column=EMOTIONS[0])
+    if label_array is not None:
+        _warn_absent_labels(label_array, path)
     return Corpus(ids, texts, label_array, str(path))
 
 
@@ -153,18 +142,39 @@ def _clean_text(text: str | None, *, file: Path | str | None, row: int, column: 
     return text
 
 
-def _parse_labels(cells: list[list[str]], path: Path, require_labels: bool | None) -> np.ndarray | None:
+# Label cells: 0/1 as written by hand or csv, 0.0/1.0 as pandas writes a float column (one
+# with a missing value once), TRUE/FALSE as Excel/Sheets and pandas write booleans. Anything
+# else (2, 0.5, yes, NaN, an empty cell) is an error: guessing would silently change labels.
+_LABEL_NUMBER = re.compile(r"[01](?:\.0*)?")
+_LABEL_WORDS = {"true": 1, "false": 0}
+
+
+def _parse_labels(cells: list[list[str]], path: Path) -> np.ndarray | None:
     flat = {c.strip() for row in cells for c in row}
-    if flat == {"NONE"}:
+    if flat == {"NONE"} or flat == {""}:
         return None  # an unlabelled test file
     out = np.zeros((len(cells), N_LABELS), dtype=np.int8)
     for number, row in enumerate(cells, start=1):
         for j, cell in enumerate(row):
             value = cell.strip()
-            if value not in ("0", "1"):
-                raise DataError(f"label must be 0 or 1, got {value!r}", file=path, row=number, column=EMOTIONS[j])
-            out[number - 1, j] = value == "1"
+            if _LABEL_NUMBER.fullmatch(value):
+                out[number - 1, j] = value[0] == "1"
+            elif value.casefold() in _LABEL_WORDS:
+                out[number - 1, j] = _LABEL_WORDS[value.casefold()]
+            elif not value:
+                raise DataError("empty label cell (expected 0 or 1)", file=path, row=number, column=EMOTIONS[j])
+            else:
+                raise DataError(f"label must be 0 or 1 (also read: 0.0/1.0, TRUE/FALSE), got {value!r}", file=path, row=number, column=EMOTIONS[j])
     return out
+
+
+def _warn_absent_labels(labels: np.ndarray, path: Path) -> None:
+    never = [e for e, count in zip(EMOTIONS, labels.sum(axis=0)) if count == 0]
+    if never:
+        logger.warning(
+            "%s: emotion(s) %s never occur in its %d rows; models can only predict their prior, and F1 for them is 0 or undefined",
+            path, ", ".join(map(repr, never)), len(labels),
+        )
 
 
 def _close_match_hint(missing: list[str], header: list[str]) -> str:
@@ -181,9 +191,9 @@ def _close_match_hint(missing: list[str], header: list[str]) -> str:
 
 
 def validate_texts(texts: object) -> list[str]:
-    """Check in-memory input for ``predict``: a list of non-empty strings (a lone string is refused)."""
+    """Check in-memory input for ``predict``: one string (one row, as SetFit accepts) or a list of non-empty strings."""
     if isinstance(texts, str):
-        raise DataError("expected a list of texts, got a single string; wrap it in a list: [text]")
+        texts = [texts]
     if isinstance(texts, np.ndarray):
         texts = texts.tolist()
     try:
@@ -205,8 +215,16 @@ def default_data_dir() -> Path:
     return Path(env) if env else Path("../shared/data/kaggle-emotion")
 
 
-def load_dataset(data_dir: str | os.PathLike | None = None, *, eval_path: str | os.PathLike | None = None) -> DatasetSplits:
-    """Read a data folder holding either the Kaggle files or the SemEval-2018 E-c files."""
+def load_dataset(
+    data_dir: str | os.PathLike | None = None, *, eval_path: str | os.PathLike | None = None, exclude_eval_overlap: bool = True
+) -> DatasetSplits:
+    """Read a data folder holding either the Kaggle files or the SemEval-2018 E-c files.
+
+    Evaluation rows whose text is also a training text (``overlap_mask``: the Kaggle train file
+    holds every SemEval dev tweet under other IDs) are dropped from ``eval`` with a warning,
+    unless ``exclude_eval_overlap=False``; overlapping test rows are only counted and warned
+    about, since a submission needs every test ID. Counts are in ``DatasetSplits.overlap``.
+    """
     data_dir = Path(data_dir) if data_dir is not None else default_data_dir()
     if not data_dir.is_dir():
         raise DataError(f"data folder does not exist (set --data or ${DATA_ENV})", file=data_dir)
@@ -227,7 +245,64 @@ def load_dataset(data_dir: str | os.PathLike | None = None, *, eval_path: str | 
     if test is not None and sample is not None:
         check_ids_match(test, sample)
     _check_disjoint(train, test, "test")
-    return DatasetSplits(train, test, evaluation, sample, kind, {k: str(v) for k, v in files.items()})
+    overlap = {}
+    if test is not None:
+        overlap["test"] = _test_overlap(train, test)
+    if evaluation is not None:
+        evaluation, overlap["eval"] = _exclude_eval_overlap(train, evaluation, exclude_eval_overlap)
+    return DatasetSplits(train, test, evaluation, sample, kind, {k: str(v) for k, v in files.items()}, overlap)
+
+
+# ------------------------------------------------------- train/eval overlap
+
+OVERLAP_RULE = (
+    "same text as a train row after Unicode NFKC, casefolding, @mentions -> @user, URLs -> http "
+    "and collapsing whitespace (IDs are not compared)"
+)
+_MENTION = re.compile(r"@\w+")
+_URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
+
+
+def normalise_for_overlap(text: str) -> str:
+    """The form under which two tweets count as the same (retweets/re-posts differ in these details only)."""
+    text = unicodedata.normalize("NFKC", text).casefold()
+    text = _MENTION.sub("@user", _URL.sub("http", text))
+    return " ".join(text.split())
+
+
+def overlap_mask(train: Corpus, other: Corpus) -> np.ndarray:
+    """Bool [len(other)]: rows of ``other`` whose normalised text is a normalised train text."""
+    seen = {normalise_for_overlap(t) for t in train.texts}
+    return np.array([normalise_for_overlap(t) in seen for t in other.texts], dtype=bool)
+
+
+def _test_overlap(train: Corpus, test: Corpus) -> dict:
+    n = int(overlap_mask(train, test).sum())
+    if n:
+        logger.warning(
+            "%d of %d test tweets (%s) are also train tweets (%s); they are kept, since a submission needs every test ID, "
+            "but predictions for them are not predictions on unseen tweets", n, len(test), test.source, OVERLAP_RULE,
+        )
+    return {"overlapping_rows": n, "test_rows": len(test), "excluded_rows": 0, "rule": OVERLAP_RULE}
+
+
+def _exclude_eval_overlap(train: Corpus, evaluation: Corpus, exclude: bool) -> tuple[Corpus | None, dict]:
+    mask = overlap_mask(train, evaluation)
+    n = int(mask.sum())
+    info = {"excluded_rows": n if exclude else 0, "overlapping_rows": n, "eval_rows_before": len(evaluation), "rule": OVERLAP_RULE}
+    if n and exclude:
+        logger.warning(
+            "%d of %d evaluation tweets (%s) are also train tweets (%s); they are excluded from the evaluation score",
+            n, len(evaluation), evaluation.source, OVERLAP_RULE,
+        )
+        evaluation = evaluation.subset(np.flatnonzero(~mask))
+    elif n:
+        logger.warning("%d of %d evaluation tweets (%s) are also train tweets; kept (exclude_eval_overlap=False)", n, len(evaluation), evaluation.source)
+    info["eval_rows_after"] = len(evaluation)
+    if not len(evaluation):
+        logger.warning("every evaluation tweet of %s is a train tweet: there is no evaluation split left", evaluation.source)
+        return None, info
+    return evaluation, info
 
 
 def _check_disjoint(train: Corpus, other: Corpus | None, name: str) -> None:
