@@ -66,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     splits = load_dataset(args.data, eval_path=args.eval_path)
     run_dir = args.run or Path("artifacts") / config.name
     info = {"data_dir": str(Path(splits.files["train"]).parent.resolve()), "data_kind": splits.kind, "files": splits.files}
+    info["eval_overlap"] = splits.overlap.get("eval")  # eval rows that are train tweets, excluded by load_dataset
     fit_members(config, splits.train, run_dir, test=splits.test, eval=splits.eval, data_info=info)
     print(f"fitted {len(config.members)} member(s) into {run_dir}")
     if args.stack:
