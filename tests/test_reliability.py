@@ -140,9 +140,14 @@ def test_predict_rejects_non_texts_naming_the_index(ensemble, bad_items, data):
 
 @given(st.text(max_size=50))
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_predict_single_string_is_refused(ensemble, text):
-    with pytest.raises(DataError, match="single string"):
-        ensemble.predict(text)
+def test_predict_single_string_is_one_row(ensemble, text):
+    """One string is one tweet (issue 14): the same row as ``[text]``, or the same error."""
+    if not text.strip():
+        with pytest.raises(DataError, match="empty tweet"):
+            ensemble.predict(text)
+        return
+    np.testing.assert_array_equal(ensemble.predict_proba(text).to_numpy(), ensemble.predict_proba([text]).to_numpy())
+    assert ensemble.predict(text).shape == (1, 11)
 
 
 def test_predict_empty_list(ensemble):
