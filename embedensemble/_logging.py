@@ -1,12 +1,18 @@
 """Logging and progress bars behind one switch.
 
 Every module calls ``get_logger(__name__)``. Progress bars follow sentence-transformers'
-rule: ``show_progress_bar=None`` means "show when the package logger is at INFO or DEBUG".
+rule: ``show_progress_bar=None`` means "show when the package logger is at INFO or DEBUG",
+with one more condition: bars are drawn only when stderr is a terminal. Written to a log file
+or a pipe, nested bars (members, folds, batches) would each write hundreds of lines; there
+:func:`progress` logs one INFO line per loop at most every ``PROGRESS_LOG_SECONDS`` instead
+(loops shorter than that log nothing).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -29,19 +35,49 @@ def set_verbosity(level: int | str) -> None:
         logger.addHandler(handler)
 
 
+PROGRESS_LOG_SECONDS = 30.0
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr is not None and sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
+
+
 def progress_enabled(show_progress_bar: bool | None = None) -> bool:
+    """Whether to draw a bar: as asked, else when the package logs at INFO and stderr is a terminal."""
     if show_progress_bar is not None:
         return show_progress_bar
-    return logging.getLogger(_ROOT).getEffectiveLevel() <= logging.INFO
+    return logging.getLogger(_ROOT).getEffectiveLevel() <= logging.INFO and _stderr_is_terminal()
 
 
 def progress(iterable: Iterable[T], *, desc: str, total: int | None = None, show_progress_bar: bool | None = None) -> Iterable[T]:
-    """Wrap ``iterable`` in a tqdm bar when progress is enabled."""
-    if not progress_enabled(show_progress_bar):
-        return iterable
-    from tqdm.auto import tqdm
+    """Wrap ``iterable`` in a tqdm bar when progress is enabled; off a terminal at INFO, in rate-limited log lines."""
+    if progress_enabled(show_progress_bar):
+        from tqdm.auto import tqdm
 
-    return tqdm(iterable, desc=desc, total=total, leave=False)
+        return tqdm(iterable, desc=desc, total=total, leave=False)
+    if show_progress_bar is None and logging.getLogger(_ROOT).isEnabledFor(logging.INFO):
+        return _logged_progress(iterable, desc, total)
+    return iterable
+
+
+def _logged_progress(iterable: Iterable[T], desc: str, total: int | None) -> Iterator[T]:
+    logger = logging.getLogger(f"{_ROOT}.progress")
+    if total is None and hasattr(iterable, "__len__"):
+        total = len(iterable)  # type: ignore[arg-type]
+    start = last = now = time.monotonic()
+    done = 0
+    for item in iterable:
+        yield item
+        done += 1
+        now = time.monotonic()
+        if now - last >= PROGRESS_LOG_SECONDS:
+            last = now
+            logger.info("%s: %d%s (%.0f s)", desc, done, f"/{total}" if total else "", now - start)
+    if last != start:  # the loop logged along the way: say when it ends
+        logger.info("%s: %d done (%.0f s)", desc, done, now - start)
 
 
 @contextmanager
