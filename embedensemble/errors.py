@@ -60,3 +60,14 @@ class UnsafeArtifactError(ArtifactError):
 
 class FormatVersionError(ArtifactError):
     """A saved folder was written in a format version this library cannot read."""
+
+
+class InconsistentVersionWarning(UserWarning):
+    """A saved folder was written with another major.minor version of a library it depends on
+    (as scikit-learn's warning of the same name): loading proceeds, results may differ."""
+
+    def __init__(self, library: str, saved_version: str, installed_version: str | None, message: str) -> None:
+        self.library = library
+        self.saved_version = saved_version
+        self.installed_version = installed_version
+        super().__init__(message)

@@ -1,16 +1,23 @@
 """The self-describing manifest of a saved ensemble: format version, library versions, checksums.
 
 Loading is refused, before anything is deserialised, when the folder holds a pickle (by
-name or by content), a file the manifest does not list, or a file whose checksum differs.
+name or by content), a file the manifest does not list, a file whose checksum differs, or a
+format version this library cannot read (:class:`FormatVersionError`). A folder written with
+another major.minor version of a library that shapes its predictions (``CHECKED_LIBRARIES``)
+loads with an :class:`InconsistentVersionWarning` per library, as scikit-learn does for its
+own pickles: patch releases never warn. ``manifest.json`` itself is not checksummed (it holds
+the checksums), so editing its ``versions`` or ``format_version`` is what a test of this does.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import re
+import warnings
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactError, FormatVersionError, UnsafeArtifactError
+from .errors import ArtifactError, FormatVersionError, InconsistentVersionWarning, UnsafeArtifactError
 from .io import read_json, sha256_file, write_json
 
 FORMAT_NAME = "embedensemble-ensemble"
@@ -18,6 +25,9 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _PICKLE_SUFFIXES = {".pkl", ".pickle", ".joblib", ".pt", ".pth", ".bin", ".ckpt", ".npz"}
 _VERSIONED = ("embedensemble", "numpy", "scikit-learn", "lightgbm", "torch", "transformers", "sentence-transformers", "peft")
+# Libraries whose major.minor changes can change what a saved model computes (tokenisers,
+# pooling, solvers, tree formats); numpy and embedensemble itself are covered by format versions.
+CHECKED_LIBRARIES = ("torch", "transformers", "sentence-transformers", "peft", "scikit-learn", "lightgbm")
 
 
 def library_versions() -> dict[str, str]:
@@ -28,6 +38,41 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def _major_minor(version: str) -> tuple[int, int] | None:
+    match = re.match(r"\s*v?(\d+)(?:\.(\d+))?", str(version))
+    return (int(match.group(1)), int(match.group(2) or 0)) if match else None
+
+
+def check_library_versions(saved: object, where: str | Path, *, stacklevel: int = 2) -> list[InconsistentVersionWarning]:
+    """Warn once per checked library whose saved major.minor differs from the installed one.
+
+    ``saved`` is a ``{library: version}`` record (a manifest's ``versions``, a run's ``run.json``);
+    libraries not recorded are not checked. Returns the warnings issued.
+    """
+    if not isinstance(saved, dict):
+        return []
+    installed = library_versions()
+    issued = []
+    for library in CHECKED_LIBRARIES:
+        then = saved.get(library)
+        if then is None:
+            continue
+        now = installed.get(library)
+        if now is None:
+            message = f"{where} was saved with {library} {then}, which is not installed; loading its members may fail"
+        elif _major_minor(str(then)) != _major_minor(now):
+            message = (
+                f"{where} was saved with {library} {then} and is loaded with {library} {now}; predictions may differ "
+                f"from the saved run's. Install {library}=={then} to reproduce them exactly, or refit"
+            )
+        else:
+            continue
+        warning = InconsistentVersionWarning(library, str(then), now, message)
+        warnings.warn(warning, stacklevel=stacklevel + 1)
+        issued.append(warning)
+    return issued
 
 
 def _looks_like_pickle(path: Path) -> bool:
@@ -66,12 +111,14 @@ def verify_folder(folder: str | Path) -> dict[str, Any]:
     if manifest.get("format") != FORMAT_NAME:
         raise ArtifactError(f"{folder / MANIFEST} is not an embedensemble manifest (format={manifest.get('format')!r})")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        relation = "newer" if isinstance(version, int) and version > FORMAT_VERSION else "older or unknown"
+    if version != FORMAT_VERSION or isinstance(version, bool):
+        known = isinstance(version, int) and not isinstance(version, bool)
+        relation = "newer than this library knows" if known and version > FORMAT_VERSION else "older" if known else "unreadable"
+        writer = manifest.get("versions", {}).get("embedensemble", "unknown") if isinstance(manifest.get("versions"), dict) else "unknown"
         raise FormatVersionError(
             f"{folder} was saved in format version {version!r} ({relation}); this embedensemble "
             f"reads version {FORMAT_VERSION}. Install the library version that wrote it "
-            f"({manifest.get('versions', {}).get('embedensemble', 'unknown')}) or re-run `stack`."
+            f"({writer}) or re-run `stack`."
         )
     listed = manifest.get("files", {})
     for path in _payload_files(folder):
@@ -86,4 +133,5 @@ def verify_folder(folder: str | Path) -> dict[str, Any]:
     missing = [rel for rel in listed if not (folder / rel).is_file()]
     if missing:
         raise ArtifactError(f"{folder} is incomplete: {missing[0]} (and {len(missing) - 1} more) listed in {MANIFEST} is missing")
+    check_library_versions(manifest.get("versions"), folder, stacklevel=3)  # warn at the caller of load()
     return manifest

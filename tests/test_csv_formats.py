@@ -60,7 +60,7 @@ def test_broken_variant_names_file_row_column(tmp_path, name):
     with pytest.raises(DataError) as info:
         read_corpus(path, require_labels=True)
     message = str(info.value)
-    assert fragment in message and str(path) in message
+    assert fragment in message.replace(str(path), "") and str(path) in message
     assert info.value.row == row
     if row is not None:
         assert f"row {row}" in message
@@ -79,7 +79,7 @@ def test_fit_cli_refuses_broken_train_file_before_training(tmp_path, name, capsy
     rc = run_cli(fit.main, ["--config", str(config), "--data", str(data), "--run", str(run), "-q"])
     err = capsys.readouterr().err
     assert rc == 2
-    assert err.startswith("error: ") and fragment in err and "train.csv" in err
+    assert err.startswith("error: ") and fragment in err.replace(str(data), "") and "train.csv" in err
     assert "Traceback" not in err
     assert not run.exists()  # refused before anything was written or trained
 
