@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -20,6 +19,27 @@ from ..metrics import f1_threshold_curve
 
 STACK = "stack"  # must match embedensemble.report.STACK
 _STACK_COLOR = "#d62728"
+# member colours: tab10 then tab20's light shades, both without the stack's red (and its light shade)
+_MEMBER_COLORS = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#aec7e8", "#ffbb78", "#98df8a", "#c5b0d5", "#c49c94", "#f7b6d2", "#c7c7c7", "#dbdb8d", "#9edae5",
+)
+
+
+def model_colors(names: Sequence[str]) -> dict[str, str]:
+    """A distinct colour per model: the stack red, members from a palette without red, in the given order."""
+    members = [n for n in dict.fromkeys(names) if n != STACK]
+    palette = list(_MEMBER_COLORS)
+    if len(members) > len(palette):  # more members than named colours: evenly spaced hues, away from red
+        import colorsys
+
+        extra = len(members) - len(palette)
+        palette += ["#%02x%02x%02x" % tuple(int(255 * c) for c in colorsys.hsv_to_rgb(0.08 + 0.84 * k / extra, 0.6, 0.8))
+                    for k in range(extra)]
+    colors = dict(zip(members, palette))
+    if STACK in names:
+        colors[STACK] = _STACK_COLOR
+    return colors
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -39,9 +59,11 @@ def per_emotion_f1_bars(scores: Mapping[str, Mapping[str, Mapping[str, float]]])
     """Grouped bars of per-emotion F1, one panel per split.
 
     ``scores``: {split: {model name: {emotion: f1}}}; the model named ``"stack"`` is drawn
-    last in red so it stands out against the members.
+    last in red so it stands out against the members, each of which gets its own colour.
     """
     splits = list(scores)
+    # one colour per model across every panel (a split may lack a member)
+    colors = model_colors(sorted({m for split in splits for m in scores[split]}, key=lambda m: (m == STACK, m)))
     fig = _figure(12, 3.6 * max(len(splits), 1))
     axes = fig.subplots(max(len(splits), 1), 1, squeeze=False)[:, 0]
     for ax, split in zip(axes, splits, strict=True):
@@ -50,8 +72,7 @@ def per_emotion_f1_bars(scores: Mapping[str, Mapping[str, Mapping[str, float]]])
         x = np.arange(N_LABELS)
         for i, model in enumerate(models):
             values = [scores[split][model].get(e, np.nan) for e in EMOTIONS]
-            kwargs: dict[str, Any] = {"color": _STACK_COLOR} if model == STACK else {}
-            ax.bar(x - 0.4 + width * (i + 0.5), values, width, label=model, **kwargs)
+            ax.bar(x - 0.4 + width * (i + 0.5), values, width, label=model, color=colors[model])
         ax.set_xticks(x, EMOTIONS, rotation=30, ha="right")
         ax.set_ylim(0, 1)
         ax.set_ylabel("F1")
