@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import numpy as np
 
@@ -206,7 +206,7 @@ def _parquet_file(path: str | os.PathLike):
         raise DataError("reading Parquet needs pyarrow: pip install pyarrow", file=path) from None
     try:
         return pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises several types for a damaged file
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowIOError / ArrowInvalid for a damaged file
         raise DataError(f"is not a readable Parquet file: {exc}", file=path) from None
 
 
@@ -249,7 +249,7 @@ class PredictionWriter:
         if str(path) == STDIO and self.fmt == "parquet":
             raise DataError("Parquet output needs a file path, not stdout", file=path)
 
-    def __enter__(self) -> PredictionWriter:
+    def __enter__(self) -> Self:
         if str(self.path) == STDIO:
             self._handle = sys.stdout
             return self

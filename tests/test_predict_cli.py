@@ -192,7 +192,7 @@ def test_ray_engine_passes_the_options_to_predict_with_ray(ensemble_dir, tmp_pat
 
 def _cli(*args, stdin=None):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "embedensemble.predict", *map(str, args)], input=stdin,
+    return subprocess.run([sys.executable, "-m", "embedensemble.predict", *map(str, args)], input=stdin, check=False,
                           capture_output=True, text=True, env=env, timeout=300)
 
 

@@ -5,10 +5,10 @@ import pytest
 
 pytest.importorskip("matplotlib")
 
-from matplotlib.colors import to_hex  # noqa: E402
+from matplotlib.colors import to_hex
 
-from embedensemble.labels import EMOTIONS  # noqa: E402
-from embedensemble.report.plots import STACK, model_colors, per_emotion_f1_bars  # noqa: E402
+from embedensemble.labels import EMOTIONS
+from embedensemble.report.plots import STACK, model_colors, per_emotion_f1_bars
 
 
 def _bar_colors(ax):

@@ -6,14 +6,14 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-from embedensemble import EMOTIONS, EmotionEnsemble  # noqa: E402
-from embedensemble._cli import run_cli  # noqa: E402
-from embedensemble.serve import create_app  # noqa: E402
-from embedensemble.serve import __main__ as serve_cli  # noqa: E402
+from embedensemble import EMOTIONS, EmotionEnsemble
+from embedensemble._cli import run_cli
+from embedensemble.serve import __main__ as serve_cli
+from embedensemble.serve import create_app
 
-from .tiny_ensemble import shared_tiny_ensemble  # noqa: E402
+from .tiny_ensemble import shared_tiny_ensemble
 
 TWEETS = ["so happy and delighted today with friends", "furious rage at the bus again", "scared and terrified", "the coffee"]
 

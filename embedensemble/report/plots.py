@@ -34,8 +34,8 @@ def model_colors(names: Sequence[str]) -> dict[str, str]:
         import colorsys
 
         extra = len(members) - len(palette)
-        palette += ["#%02x%02x%02x" % tuple(int(255 * c) for c in colorsys.hsv_to_rgb(0.08 + 0.84 * k / extra, 0.6, 0.8))
-                    for k in range(extra)]
+        hues = [colorsys.hsv_to_rgb(0.08 + 0.84 * k / extra, 0.6, 0.8) for k in range(extra)]
+        palette += ["#" + "".join(f"{int(255 * c):02x}" for c in rgb) for rgb in hues]
     colors = dict(zip(members, palette))
     if STACK in names:
         colors[STACK] = _STACK_COLOR
