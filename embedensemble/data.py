@@ -310,7 +310,7 @@ def _check_disjoint(train: Corpus, other: Corpus | None, name: str) -> None:
         return
     overlap = set(train.ids) & set(other.ids)
     if overlap:
-        first = sorted(overlap)[0]
+        first = min(overlap)
         raise DataError(f"{len(overlap)} ID(s) of the {name} file also appear in the train file, e.g. {first!r}", file=other.source)
 
 

@@ -92,7 +92,7 @@ def test_fit_subprocess_exit_code_2_and_no_traceback(tmp_path):
     config.write_text(json.dumps(TINY_CONFIG))
     base = [sys.executable, "-m", "embedensemble.fit", "--config", str(config), "--run", str(tmp_path / "run"), "-q"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([*base, "--data", str(data)], capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run([*base, "--data", str(data)], capture_output=True, text=True, env=env, timeout=300, check=False)
     assert result.returncode == 2, result.stderr
     assert "not valid UTF-8" in result.stderr and "row 2" in result.stderr and "line 4" in result.stderr
     assert "Traceback" not in result.stderr
@@ -100,7 +100,7 @@ def test_fit_subprocess_exit_code_2_and_no_traceback(tmp_path):
     write_train(data, CLEAN_TEXT.encode())
     bad_eval = tmp_path / "dev.csv"
     bad_eval.write_bytes(BROKEN_VARIANTS["label_two"][0])
-    result = subprocess.run([*base, "--data", str(data), "--eval", str(bad_eval)], capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run([*base, "--data", str(data), "--eval", str(bad_eval)], capture_output=True, text=True, env=env, timeout=300, check=False)
     assert result.returncode == 2, result.stderr
     assert "dev.csv" in result.stderr and "row 2" in result.stderr and "'joy'" in result.stderr
     assert "Traceback" not in result.stderr
@@ -132,7 +132,7 @@ def test_unicode_line_separators_inside_unquoted_tweets(tmp_path):
 
 def test_same_rules_for_test_and_sample_submission(tmp_path):
     """Excel-saved test.csv and sample_submission.csv (BOM, CRLF, ;) load with the train file."""
-    ids, texts, _ = expected_corpus()
+    ids, _, _ = expected_corpus()
     data = tmp_path / "data"
     write_train(data, CLEAN_VARIANTS["plain"]())
     test_rows = [["ID", "Tweet"], *[[f"t-{i}", f"a new tweet number {i}"] for i in range(4)]]
