@@ -1,0 +1,230 @@
+"""Distilled student vs plain sentence-transformers MiniLM, side by side in one process, as ratios.
+
+    python -m benchmarks.distill --student artifacts/semeval/student-onnx [--student artifacts/semeval/student]
+
+Measures, on the same tweets (the teacher run's eval or test split), alternating the two sides
+so that drift of a shared machine's speed falls on both:
+
+* batch throughput (tweets/s) of ``EmotionEnsemble.load(student).predict_proba`` vs
+  ``SentenceTransformer.encode`` of MiniLM (target: student >= 1.25x plain);
+* median single-tweet latency, one tweet per call (target: student <= 1.5x plain);
+* process start to first prediction, a fresh ``python -c`` loading the student and predicting
+  one tweet, timed from outside (target: <= 5 s);
+* quality from the student's ``<student>.distill.json`` (target: within 0.01 macro-F1 of its
+  teacher on the held-out train rows and on the eval split).
+
+Writes ``benchmarks/results/distill.json`` and renders the block between the markers of
+``docs/distill.md``. The 1-minute load average is recorded before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "distill.json"
+DOC = ROOT / "docs" / "distill.md"
+BEGIN, END = "<!-- distill-benchmark:begin -->", "<!-- distill-benchmark:end -->"
+TARGETS = {"throughput_ratio_min": 1.25, "latency_ratio_max": 1.5, "first_prediction_s_max": 5.0, "macro_f1_gap_max": 0.01}
+
+
+def _throughput(fn: Callable[[list[str]], Any], texts: list[str]) -> float:
+    started = time.perf_counter()
+    fn(texts)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def _latency_ms(fn: Callable[[list[str]], Any], texts: list[str]) -> float:
+    times = []
+    for text in texts:
+        started = time.perf_counter()
+        fn([text])
+        times.append(1000 * (time.perf_counter() - started))
+    return statistics.median(times)
+
+
+def _first_prediction_s(student: Path, repeats: int) -> list[float]:
+    script = f"from embedensemble.ensemble import EmotionEnsemble; EmotionEnsemble.load({str(student)!r}).predict(['what a day'])"
+    runs = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", script], check=True, cwd=ROOT, capture_output=True)
+        runs.append(time.perf_counter() - started)
+    return runs
+
+
+def _texts(student: Path, n: int) -> tuple[list[str], str]:
+    from embedensemble.distill import student_of
+    from embedensemble.run_data import load_run_data
+
+    data = load_run_data(student_of(student)["run"])
+    corpus, name = (data.eval, "eval") if data.eval is not None else (data.test, "test")
+    return corpus.texts[:n], name
+
+
+def measure(students: Sequence[Path], n: int, latency_n: int, rounds: int, start_repeats: int) -> dict[str, Any]:
+    from sentence_transformers import SentenceTransformer
+
+    from embedensemble.backbones import get_backbone_spec, resolve_weights
+    from embedensemble.ensemble import EmotionEnsemble
+    from embedensemble.io import read_json
+
+    load_before = os.getloadavg()
+    texts, split = _texts(students[0], n)
+    plain = SentenceTransformer(str(resolve_weights(get_backbone_spec("minilm"))), device="cpu")
+    encoders: dict[str, Callable[[list[str]], Any]] = {"plain MiniLM encode": lambda t: plain.encode(t, batch_size=32)}
+    for student in students:
+        ensemble = EmotionEnsemble.load(student)
+        ensemble.predict_proba(texts[:8])  # loads the model (lazily, once)
+        encoders[f"student {student.name}"] = ensemble.predict_proba
+    encoders["plain MiniLM encode"](texts[:8])
+    throughput: dict[str, list[float]] = {name: [] for name in encoders}
+    latency: dict[str, list[float]] = {name: [] for name in encoders}
+    for _ in range(rounds):  # alternate the sides, so machine drift hits both
+        for name, fn in encoders.items():
+            throughput[name].append(_throughput(fn, texts))
+            latency[name].append(_latency_ms(fn, texts[:latency_n]))
+    plain_tps = statistics.median(throughput["plain MiniLM encode"])
+    plain_ms = statistics.median(latency["plain MiniLM encode"])
+    result: dict[str, Any] = {
+        "tweets": {"n": len(texts), "split": split, "latency_n": min(latency_n, len(texts))},
+        "rounds": rounds,
+        "torch_threads": __import__("torch").get_num_threads(),
+        "plain": {
+            "tweets_per_s": plain_tps,
+            "median_latency_ms": plain_ms,
+            "runs_tweets_per_s": throughput["plain MiniLM encode"],
+        },
+        "students": {},
+        "targets": TARGETS,
+    }
+    for student in students:
+        name = f"student {student.name}"
+        tps, ms = statistics.median(throughput[name]), statistics.median(latency[name])
+        starts = _first_prediction_s(student, start_repeats)
+        report = read_json(student.with_name(student.name + ".distill.json"))
+        kind = read_json(student / "manifest.json")["members"][0]["config"]
+        result["students"][student.name] = {
+            "path": str(student),
+            "kind": kind["kind"],
+            "precision": kind.get("params", {}).get("precision", "fp32 (torch)"),
+            "tweets_per_s": tps,
+            "runs_tweets_per_s": throughput[name],
+            "throughput_ratio": tps / plain_tps,
+            "median_latency_ms": ms,
+            "latency_ratio": ms / plain_ms,
+            "first_prediction_s": statistics.median(starts),
+            "first_prediction_runs_s": starts,
+            "quality": report["quality"],
+            "macro_f1_gap_teacher_minus_student": report["macro_f1_gap_teacher_minus_student"],
+            "train": {k: report["student"][k] for k in ("train_seconds", "train_steps", "settings")},
+            "soft_labels": report["soft_labels"],
+            "onnx": report.get("onnx", {}),
+        }
+    result["loadavg_before"] = list(load_before)
+    result["loadavg_after"] = list(os.getloadavg())
+    result["cpus"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return result
+
+
+def _verdict(entry: dict[str, Any]) -> dict[str, bool]:
+    gaps = entry["macro_f1_gap_teacher_minus_student"]
+    return {
+        "throughput": entry["throughput_ratio"] >= TARGETS["throughput_ratio_min"],
+        "latency": entry["latency_ratio"] <= TARGETS["latency_ratio_max"],
+        "first_prediction": entry["first_prediction_s"] <= TARGETS["first_prediction_s_max"],
+        **{f"macro_f1_{split}": gap <= TARGETS["macro_f1_gap_max"] for split, gap in gaps.items()},
+    }
+
+
+def render(result: dict[str, Any]) -> str:
+    """The markdown block of docs/distill.md (every number read from the result)."""
+    plain = result["plain"]
+    lines = [
+        (
+            f"Measured {result['measured']} on {result['cpus']} CPUs (1-min load average {result['loadavg_before'][0]:.1f} before, "
+            f"{result['loadavg_after'][0]:.1f} after: a shared machine), {result['tweets']['n']} tweets of the teacher's "
+            f"{result['tweets']['split']} split, {result['rounds']} alternating rounds (medians). "
+            f"Plain `SentenceTransformer.encode` (MiniLM, batch 32): {plain['tweets_per_s']:.1f} tweets/s, "
+            f"{plain['median_latency_ms']:.1f} ms per single tweet."
+        ),
+        "",
+        (
+            "| student | kind | tweets/s | vs plain | 1-tweet ms | vs plain | start to 1st prediction | "
+            "held-out macro-F1 (teacher / student) | eval macro-F1 (teacher / student) |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, s in result["students"].items():
+        q = s["quality"]
+        held = f"{q['holdout']['teacher']['macro_f1']:.4f} / {q['holdout']['student']['macro_f1']:.4f}"
+        ev = f"{q['eval']['teacher']['macro_f1']:.4f} / {q['eval']['student']['macro_f1']:.4f}" if "eval" in q else "-"
+        lines.append(
+            f"| `{name}` | {s['kind']} ({s['precision']}) | {s['tweets_per_s']:.1f} | {s['throughput_ratio']:.2f}x | "
+            f"{s['median_latency_ms']:.1f} | {s['latency_ratio']:.2f}x | {s['first_prediction_s']:.2f} s | {held} | {ev} |"
+        )
+    lines.append("")
+    t = result["targets"]
+    lines.append(
+        f"Targets: throughput >= {t['throughput_ratio_min']}x plain, single-tweet latency <= {t['latency_ratio_max']}x plain, "
+        f"first prediction <= {t['first_prediction_s_max']} s, macro-F1 within {t['macro_f1_gap_max']} of the teacher."
+    )
+    for name, s in result["students"].items():
+        met = [k for k, ok in s["verdict"].items() if ok]
+        missed = [k for k, ok in s["verdict"].items() if not ok]
+        train = s["train"]
+        lines.append(
+            f"- `{name}`: met {', '.join(met) or 'none'}; missed {', '.join(missed) or 'none'}. Trained "
+            f"{train['settings']['epochs']:g} epoch(s), {train['train_steps']} steps in {train['train_seconds'] / 60:.1f} min on "
+            f"{sum(v for k, v in s['soft_labels'].items() if k in ('train_rows', 'test', 'unlabeled'))} soft-labelled tweets "
+            f"({s['soft_labels']})."
+        )
+    return "\n".join(lines)
+
+
+def write_doc(block: str, doc: Path = DOC) -> None:
+    text = doc.read_text(encoding="utf-8")
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{doc} lacks the markers {BEGIN} / {END}")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    doc.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}", encoding="utf-8")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.distill", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--student", type=Path, action="append", required=True, help="student folder(s) made by embedensemble.distill"
+    )
+    parser.add_argument("--n", type=int, default=500, help="tweets for the batch throughput")
+    parser.add_argument("--latency-n", type=int, default=100, help="tweets predicted one at a time")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--start-repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--render-only", action="store_true", help="re-render docs/distill.md from --out")
+    args = parser.parse_args(argv)
+    if args.render_only:
+        write_doc(render(json.loads(args.out.read_text())))
+        return 0
+    result = measure(args.student, args.n, args.latency_n, args.rounds, args.start_repeats)
+    result["measured"] = time.strftime("%Y-%m-%d", time.gmtime())
+    for entry in result["students"].values():
+        entry["verdict"] = _verdict(entry)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    write_doc(render(result))
+    print(render(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
