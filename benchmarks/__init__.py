@@ -94,14 +94,9 @@ def machine_info() -> dict[str, Any]:
 
 
 def library_threads() -> int:
-    """Torch threads the library's encoder would use now (its load-aware policy, when it has one)."""
-    try:
-        from embedensemble.backbones import default_num_threads
-    except ImportError:
-        import torch
+    """Torch threads the library's encoder would use now (its load-aware policy)."""
+    from embedensemble.backbones import default_num_threads
 
-        usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        return max(1, min(torch.get_num_threads(), usable))
     return int(default_num_threads())
 
 
@@ -199,26 +194,19 @@ class _Timer:
 
 @contextlib.contextmanager
 def count_cache_hits() -> Iterator[dict[str, int]]:
-    """Sum ``EmbeddingCache`` hits/misses over every cache instance (the library keeps them per instance)."""
-    from embedensemble.cache import EmbeddingCache
+    """Embedding-cache hits and misses in this process inside the ``with`` block, over every cache object.
 
-    stats = {"hits": 0, "misses": 0, "calls": 0}
-    original = EmbeddingCache.get_or_compute
+    The dict is filled when the block ends.
+    """
+    from embedensemble.cache import cache_counters
 
-    def counted(self: Any, namespace: str, texts: Any, compute: Any) -> Any:
-        hits, misses = self.hits, self.misses
-        try:
-            return original(self, namespace, texts, compute)
-        finally:
-            stats["hits"] += self.hits - hits
-            stats["misses"] += self.misses - misses
-            stats["calls"] += 1
-
-    EmbeddingCache.get_or_compute = counted  # type: ignore[method-assign]
+    stats = {"hits": 0, "misses": 0}
+    before = cache_counters()
     try:
         yield stats
     finally:
-        EmbeddingCache.get_or_compute = original  # type: ignore[method-assign]
+        after = cache_counters()
+        stats.update({key: after[key] - before[key] for key in stats})
 
 
 def with_threads(n: int, fn: Callable[[list[str]], Any]) -> Callable[[list[str]], Any]:

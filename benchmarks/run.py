@@ -21,7 +21,6 @@ import os
 import shutil
 import sys
 import tempfile
-import traceback
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -121,24 +120,31 @@ def _sample(corpus: Any, n: int) -> Any:
 
 
 def _member_fit_info(run_dir: Path, name: str) -> dict[str, Any]:
-    from embedensemble.io import read_json
+    from embedensemble.run_folder import RunFolder, read_fold_done
 
-    status = read_json(run_dir / "members" / name / "member.json")
-    folds = sorted((run_dir / "members" / name).glob("fold_*/DONE"))
+    run = RunFolder(run_dir)
+    status = run.member_status(name) or {}
+    folds = [read_fold_done(fold) or {} for fold in run.finished_folds(name)]
     return {"fit_seconds": status.get("fit_seconds"), "folds_fitted_now": status.get("folds_fitted_now"),
-            "head_fit_seconds": round(sum(read_json(p).get("fit_seconds", 0.0) for p in folds), 1)}
+            "head_fit_seconds": round(sum(done.get("fit_seconds", 0.0) for done in folds), 1)}
 
 
 def _done_members(config: Any, run_dir: Path) -> list[str]:
-    from embedensemble.io import read_json
+    from embedensemble.run_folder import RunFolder
 
-    return [m.name for m in config.members if (run_dir / "members" / m.name / "member.json").is_file()
-            and read_json(run_dir / "members" / m.name / "member.json").get("status") == "done"]
+    run = RunFolder(run_dir)
+    return [m.name for m in config.members if run.is_member_done(m.name)]
+
+
+def _metrics(run_dir: Path) -> dict[str, Any]:
+    from embedensemble.io import read_json
+    from embedensemble.run_folder import RunFolder
+
+    return read_json(RunFolder(run_dir).metrics_file)
 
 
 def _fit_and_stack(section: Section, config: Any, train: Any, run_dir: Path, *, test: Any = None, eval: Any = None, info: dict | None = None) -> dict:
     from embedensemble.fitting import fit_members
-    from embedensemble.io import read_json
     from embedensemble.stacking import stack_run
 
     done_before = _done_members(config, run_dir)
@@ -148,7 +154,7 @@ def _fit_and_stack(section: Section, config: Any, train: Any, run_dir: Path, *, 
         stack_run(run_dir, write_report=False)
     section.result.update(run_dir=str(run_dir), config=config.name, n_folds=config.cv.n_folds, members_reused=done_before,
                           n_train=len(train), n_eval=len(eval) if eval is not None else 0, n_test=len(test) if test is not None else 0)
-    return read_json(run_dir / "metrics.json")
+    return _metrics(run_dir)
 
 
 def _compare(metrics: dict, split: str) -> dict[str, Any]:
@@ -210,23 +216,22 @@ def _reuse_members(bench: Bench, config: Any, run_dir: Path, names: list[str]) -
     """Copy finished members from the quality run when data, folds and member config are identical (saves refitting)."""
     from embedensemble.cv import make_folds
     from embedensemble.fitting import corpus_fingerprint
-    from embedensemble.io import load_array, read_json
+    from embedensemble.run_folder import RunFolder
 
-    source = bench.run_dir("bench-semeval")
-    if bench.quick or not (source / "run.json").is_file():
+    source, target = RunFolder(bench.run_dir("bench-semeval")), RunFolder(run_dir)
+    if bench.quick or not source.run_file.is_file():
         return []
-    prints = read_json(source / "run.json").get("fingerprints", {})
+    prints = source.run_info().get("fingerprints", {})
     if prints.get("train") != corpus_fingerprint(bench.semeval_train) or prints.get("eval") != corpus_fingerprint(bench.semeval_dev):
         return []
-    if not np.array_equal(load_array(source / "folds_kfold.npy"), make_folds(bench.semeval_train.labels, config.cv, "kfold")):
+    if not np.array_equal(source.folds("kfold"), make_folds(bench.semeval_train.labels, config.cv, "kfold")):
         return []
     copied = []
     for name in names:
-        src, dst = source / "members" / name, run_dir / "members" / name
-        status = read_json(src / "member.json") if (src / "member.json").is_file() else {}
+        status = source.member_status(name) or {}
         if (status.get("status") == "done" and status.get("config") == dataclasses.asdict(config.member(name))
-                and status.get("cv_mode") == config.cv.mode and not dst.exists()):
-            shutil.copytree(src, dst)
+                and status.get("cv_mode") == config.cv.mode and not target.member_dir(name).exists()):
+            shutil.copytree(source.member_dir(name), target.member_dir(name))
             copied.append(name)
     return copied
 
@@ -249,9 +254,8 @@ def _finetune_comparison(config: Any, res: dict, tuned: list[str], frozen: list[
 
 
 def run_finetune(bench: Bench) -> Path:
+    """Skipped only when the fine-tune config file is absent; any failure fails the section (and the run)."""
     from embedensemble.fitting import fit_members
-    from embedensemble.io import read_json
-    from embedensemble.members.base import member_class
     from embedensemble.stacking import stack_run
 
     section = Section("finetune", bench.out, bench.quick)
@@ -260,37 +264,31 @@ def run_finetune(bench: Bench) -> Path:
     if not bench.finetune_config.is_file():
         res.update(skipped=True, reason=f"{bench.finetune_config} does not exist")
         return section.finish()
-    try:
-        config = bench.config(bench.finetune_config)
-        for member in config.members:
-            member_class(member.kind)
-        # Heads on a fine-tuned member's embeddings ("finetuned:<name>") count as fine-tuned members.
-        tuned = [m.name for m in config.members if m.kind != "head" or m.feature_source]
-        frozen = [m.name for m in config.members if m.name not in tuned]
-        if not tuned or not frozen:
-            raise ValueError(f"needs fine-tuned and frozen members; config has fine-tuned {tuned}, frozen {frozen}")
-        run_dir = bench.run_dir("bench-finetune")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        res["members_reused"] = _done_members(config, run_dir)
-        res["members_copied_from_quality_run"] = _reuse_members(bench, config, run_dir, frozen)
-        with section.time("fit_members"):
-            fit_members(config, bench.semeval_train, run_dir, eval=bench.semeval_dev, data_info={"benchmark": "finetune"})
-        with section.time("stack_without_finetuned"):
-            stack_run(run_dir, members=frozen, write_report=False)
-        res["stack_without_finetuned"] = read_json(run_dir / "metrics.json")["stack"]
-        with section.time("stack_with_finetuned"):
-            stack_run(run_dir, write_report=False)  # the full stack is what the run folder keeps
-        metrics = read_json(run_dir / "metrics.json")
-        res["members"] = {name: {**m, **_member_fit_info(run_dir, name)} for name, m in metrics["members"].items()}
-        res["stack_with_finetuned"] = metrics["stack"]
-        res["comparison"] = _finetune_comparison(config, res, tuned, frozen)
-        res["stack_vs_best_member"] = _compare(metrics, "eval")
-        res.update(run_dir=str(run_dir), n_folds=config.cv.n_folds, n_train=len(bench.semeval_train), n_eval=len(bench.semeval_dev),
-                   finetuned_members=tuned, frozen_members=frozen, member_params={m.name: m.params for m in config.members if m.kind != "head"})
-        res["skipped"] = False
-    except Exception as exc:  # a fine-tuning failure is recorded, not fatal
-        logger.error("finetune section failed: %s", exc)
-        res.update(skipped=True, reason=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc()[-4000:])
+    config = bench.config(bench.finetune_config)
+    # Heads on a fine-tuned member's embeddings ("finetuned:<name>") count as fine-tuned members.
+    tuned = [m.name for m in config.members if m.kind != "head" or m.feature_source]
+    frozen = [m.name for m in config.members if m.name not in tuned]
+    if not tuned or not frozen:
+        raise ValueError(f"{bench.finetune_config} needs fine-tuned and frozen members; it has fine-tuned {tuned}, frozen {frozen}")
+    run_dir = bench.run_dir("bench-finetune")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    res["members_reused"] = _done_members(config, run_dir)
+    res["members_copied_from_quality_run"] = _reuse_members(bench, config, run_dir, frozen)
+    with section.time("fit_members"):
+        fit_members(config, bench.semeval_train, run_dir, eval=bench.semeval_dev, data_info={"benchmark": "finetune"})
+    with section.time("stack_without_finetuned"):
+        stack_run(run_dir, members=frozen, write_report=False)
+    res["stack_without_finetuned"] = _metrics(run_dir)["stack"]
+    with section.time("stack_with_finetuned"):
+        stack_run(run_dir, write_report=False)  # the full stack is what the run folder keeps
+    metrics = _metrics(run_dir)
+    res["members"] = {name: {**m, **_member_fit_info(run_dir, name)} for name, m in metrics["members"].items()}
+    res["stack_with_finetuned"] = metrics["stack"]
+    res["comparison"] = _finetune_comparison(config, res, tuned, frozen)
+    res["stack_vs_best_member"] = _compare(metrics, "eval")
+    res.update(run_dir=str(run_dir), n_folds=config.cv.n_folds, n_train=len(bench.semeval_train), n_eval=len(bench.semeval_dev),
+               finetuned_members=tuned, frozen_members=frozen, member_params={m.name: m.params for m in config.members if m.kind != "head"})
+    res["skipped"] = False
     return section.finish()
 
 
@@ -354,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if temporary:
             shutil.rmtree(runs_root, ignore_errors=True)
-    if args.readme or (not args.quick and not args.no_readme):
+    if not failed and (args.readme or (not args.quick and not args.no_readme)):  # never render a mix of old and new results
         from .readme import update_readme
 
         update_readme(args.out)

@@ -8,7 +8,6 @@ their cold/warm start are their own.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import os
@@ -25,6 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from embedensemble.manifest import MANIFEST
+from embedensemble.run_folder import RunFolder
+
 from . import ROOT, PeakRSS, Section, baselines, count_cache_hits, max_rss_mb, rss_mb, with_threads
 
 if TYPE_CHECKING:
@@ -39,12 +41,7 @@ logger = logging.getLogger("benchmarks.speed")
 def _encoder(backbone: str, threads: int | None = None, **kw: Any) -> Any:
     from embedensemble.backbones import Encoder
 
-    if threads is not None and "num_threads" in inspect.signature(Encoder).parameters:
-        return Encoder(backbone, num_threads=threads, **kw)
-    encoder = Encoder(backbone, **kw)
-    if threads is not None:  # an Encoder without its own thread setting
-        encoder.encode = with_threads(threads, encoder.encode)
-    return encoder
+    return Encoder(backbone, num_threads=threads, **kw)
 
 
 Variant = tuple[Callable[[list[str]], np.ndarray] | None, Any]
@@ -90,7 +87,7 @@ def _variants(backbone: str, tmp: Path, bench: Bench, extras: bool) -> dict[str,
                 t0 = time.perf_counter()
                 onnx = baselines.OnnxEncoder(backbone, bench.runs_root / "bench-onnx" / backbone, int8=int8, threads=n).load()
                 out[name] = (onnx.encode, time.perf_counter() - t0)
-            except Exception as exc:  # onnx missing or export failure: record, go on
+            except ImportError as exc:  # onnx/onnxruntime not installed (optional): skipped; an export failure fails
                 logger.warning("%s skipped: %s", name, exc)
                 out[name] = (None, f"{type(exc).__name__}: {exc}")
     return out
@@ -149,7 +146,7 @@ def onnx_quality(bench: Bench, backbone: str) -> dict[str, Any]:
         name = f"ONNX Runtime {'int8 (dynamic)' if int8 else 'fp32'}"
         try:
             sources[name] = baselines.OnnxEncoder(backbone, bench.runs_root / "bench-onnx" / backbone, int8=int8, threads=bench.threads).load().encode
-        except Exception as exc:
+        except ImportError as exc:  # onnx/onnxruntime not installed (optional)
             logger.warning("%s skipped: %s", name, exc)
     result: dict[str, Any] = {"backbone": backbone, "n_train": len(train), "n_eval": len(dev), "head": "one-vs-rest LogisticRegression, threshold 0.5"}
     for name, encode in sources.items():
@@ -212,7 +209,7 @@ def fit_cold_warm(bench: Bench, tmp: Path) -> dict[str, Any]:
             result[key] = child.pop(key)
         result[phase] = child
     result["speedup_warm_vs_cold"] = round(result["cold"]["wall_seconds"] / max(result["warm"]["wall_seconds"], 1e-9), 2)
-    result["ensemble_dir"] = str(tmp / "run-cold" / "ensemble")
+    result["ensemble_dir"] = str(RunFolder(tmp / "run-cold").ensemble_dir)
     result["note"] = "each fit runs in a fresh process; wall_seconds excludes interpreter start-up and imports (process_seconds includes them)"
     return result
 
@@ -235,27 +232,12 @@ def main_job(bench: Bench, run_dir: Path, cache_dir: Path) -> dict[str, Any]:
     return {"config": config.name, "data": str(bench.kaggle_dir), "n_train": len(splits.train),
             "n_test": len(splits.test) if splits.test is not None else 0, "n_folds": config.cv.n_folds,
             "wall_seconds": round(wall, 1), "cache_misses": stats["misses"],
-            "submission_rows": sum(1 for _ in open(run_dir / "submission.csv", encoding="utf-8")) - 1}
+            "submission_rows": sum(1 for _ in open(RunFolder(run_dir).submission_file, encoding="utf-8")) - 1}
 
 
 def _unique_repeats(texts: list[str], n: int) -> list[str]:
     """``texts`` repeated up to ``n``; copy ``k`` gets ``k`` trailing spaces, which tokenizers drop but the cache key does not."""
     return [texts[i % len(texts)] + " " * (i // len(texts)) for i in range(n)]
-
-
-def _load_ensemble(path: Path, *, cache_dir: str | None, use_cache: bool = True) -> Any:
-    """``EmotionEnsemble.load`` with an embedding cache folder, or none at all."""
-    from embedensemble import EmotionEnsemble
-    from embedensemble.members.base import MemberContext, load_member
-
-    if "use_cache" in inspect.signature(EmotionEnsemble.load).parameters:
-        return EmotionEnsemble.load(path, use_cache=use_cache, cache_dir=cache_dir)
-    ensemble = EmotionEnsemble.load(path)  # older API: no switch; the cache folder comes from the config
-    ensemble.config.cache_dir = cache_dir
-    if not use_cache:
-        context = MemberContext(seed=ensemble.config.seed, device=ensemble.config.device, use_cache=False)
-        ensemble._loaded = {n: [load_member(f, context) for f in folds] for n, folds in ensemble.member_folds_.items()}
-    return ensemble
 
 
 def _timed_predict(ensemble: Any, texts: list[str]) -> dict[str, Any]:
@@ -277,10 +259,11 @@ def predict_speed(bench: Bench, ensemble_dir: Path, tmp: Path, *, use_cache: boo
     texts = _unique_repeats(pool, n)
     unseen = bench.semeval_train.texts[-(n_latency + 2):]  # never in ``texts``; the fresh cache holds none of them
     result: dict[str, Any] = {"texts": "dev+test tweets repeated to n; copy k gets k trailing spaces, so no cache can serve repeats",
-                              "use_cache_switch": "use_cache" in inspect.signature(EmotionEnsemble.load).parameters,
+                              "use_cache_switch": True,  # EmotionEnsemble.load(use_cache=False): no cache at all
                               "rss_before_load_mb": round(rss_mb(), 1)}
     started = time.perf_counter()
-    ensemble = _load_ensemble(ensemble_dir, cache_dir=str(tmp / f"predict-cache-{uuid.uuid4().hex}") if use_cache else None, use_cache=use_cache)
+    cache_dir = str(tmp / f"predict-cache-{uuid.uuid4().hex}") if use_cache else None
+    ensemble = EmotionEnsemble.load(ensemble_dir, use_cache=use_cache, cache_dir=cache_dir)
     result["load_seconds"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
     ensemble.predict(unseen[:2])
@@ -376,8 +359,8 @@ def run(bench: Bench) -> Path:
         if not bench.quick:  # ~10 min on 2 cores: the full run is where users meet it
             with section.time("main_job"):
                 res["main_job"] = _child(bench, "main_job", tmp, run_dir=str(tmp / "run-main"), cache_dir=str(tmp / "cache-main"))
-        trained = bench.runs_root / "bench-semeval" / "ensemble"
-        ensemble_dir = trained if not bench.quick and (trained / "manifest.json").is_file() else Path(res["fit"]["ensemble_dir"])
+        trained = RunFolder(bench.run_dir("bench-semeval")).ensemble_dir
+        ensemble_dir = trained if not bench.quick and (trained / MANIFEST).is_file() else Path(res["fit"]["ensemble_dir"])
         with section.time("predict"):
             res["predict"] = predict_both(bench, ensemble_dir, tmp)
     finally:

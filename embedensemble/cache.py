@@ -34,6 +34,16 @@ SHARD_FORMAT = 1
 _NAMESPACE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+# Texts served from disk / embedded afresh by every EmbeddingCache of this process (benchmarks
+# count them around a fit or a predict, whichever object the library made the cache with).
+_TOTALS = {"hits": 0, "misses": 0}
+
+
+def cache_counters() -> dict[str, int]:
+    """``{"hits": texts read from an embedding cache, "misses": texts embedded}`` in this process so far."""
+    return dict(_TOTALS)
+
+
 def text_key(text: str) -> str:
     """The cache key of one text: the sha256 of its UTF-8 bytes (hex)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -128,7 +138,9 @@ class EmbeddingCache:
         for key, text in zip(keys, texts, strict=True):
             if key not in index and key not in missing:
                 missing[key] = text
-        self.hits += sum(1 for k in keys if k in index)
+        hits = sum(1 for k in keys if k in index)
+        self.hits += hits
+        _TOTALS["hits"] += hits
         fresh = self._compute(namespace, list(missing), list(missing.values()), compute)
         dim = self._dim(namespace, fresh)
         out = np.empty((len(texts), dim), dtype=np.float32)
@@ -253,6 +265,7 @@ class EmbeddingCache:
             self._write_shard(namespace, chunk_keys, embeddings)
             fresh.update(zip(chunk_keys, embeddings, strict=True))
             self.misses += len(chunk_texts)
+            _TOTALS["misses"] += len(chunk_texts)
         return fresh
 
     def _bar(self, n_chunks: int) -> bool | None:
