@@ -70,6 +70,11 @@ class MemberConfig:
             raise ConfigError(f"member '{self.name}': features {self.features!r} must name a member after {FINETUNED_FEATURES!r}")
 
     @property
+    def requires(self) -> list[str]:
+        """Names of the members whose fold models this member reads (declared by ``features: "finetuned:<name>"``)."""
+        return [self.feature_source] if self.feature_source is not None else []
+
+    @property
     def feature_source(self) -> str | None:
         """The member named by ``features: "finetuned:<name>"`` (a head on its embeddings), else ``None``."""
         features = self.features
@@ -175,28 +180,27 @@ class EnsembleConfig:
 
         write_json(path, self.to_dict())
 
-    def check_feature_sources(self) -> None:
-        """Every ``finetuned:<source>`` head must follow its source, a k-fold ``pooled-finetune`` member.
+    def check_requirements(self) -> None:
+        """Every member a member reads (``MemberConfig.requires``) is listed before it, and both are k-fold
+        (the reader's fold ``k`` uses the source's fold models, matched by fold index). Whether the
+        source's kind gives what the reader needs is its kind's check
+        (``embedensemble.members.base.check_requirements``).
 
         Checked when a run starts, not on load: a saved ensemble's config lists only the stacked
-        members, which need not include the source.
+        members, which need not include the sources.
         """
         position = {m.name: i for i, m in enumerate(self.members)}
         for i, member in enumerate(self.members):
-            source = member.feature_source
-            if source is None:
-                continue
-            where = f"member '{member.name}' (features {member.features!r})"
-            if source not in position:
-                raise ConfigError(f"{where}: no member named '{source}'; members are {list(position)}")
-            if position[source] > i:
-                raise ConfigError(f"{where}: source member '{source}' must be listed before '{member.name}'")
-            source_config = self.members[position[source]]
-            if source_config.kind != "pooled-finetune":
-                raise ConfigError(f"{where}: source member '{source}' is of kind {source_config.kind!r}, not 'pooled-finetune'")
-            for name, mode in ((source, source_config.cv or self.cv.mode), (member.name, member.cv or self.cv.mode)):
-                if mode != "kfold":
-                    raise ConfigError(f"{where}: '{source}' and '{member.name}' need k-fold cv; '{name}' has cv {mode!r}")
+            for source in member.requires:
+                where = f"member '{member.name}' (features {member.features!r})"
+                if source not in position:
+                    raise ConfigError(f"{where}: no member named '{source}'; members are {list(position)}")
+                if position[source] > i:
+                    raise ConfigError(f"{where}: source member '{source}' must be listed before '{member.name}'")
+                source_config = self.members[position[source]]
+                for name, mode in ((source, source_config.cv or self.cv.mode), (member.name, member.cv or self.cv.mode)):
+                    if mode != "kfold":
+                        raise ConfigError(f"{where}: '{source}' and '{member.name}' need k-fold cv; '{name}' has cv {mode!r}")
 
     def member(self, name: str) -> MemberConfig:
         for member in self.members:

@@ -2,7 +2,10 @@
 
 Each fold's model is saved in its own folder together with its predictions and a ``DONE``
 marker, written last through an atomic rename, so an interrupted run resumes at the first
-unfinished fold and a finished fold is never redone.
+unfinished fold and a finished fold is not redone. The marker records the fold's inputs
+(digests of the training data, the fold assignment and the texts it predicted): a fold made
+from other inputs is refitted, so no out-of-fold row is ever predicted by a model that
+trained on it (a rerun with another seed or fold count changes the fold assignment).
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import numpy as np
 from ._logging import get_logger
 from .config import CVConfig, MemberConfig
 from .data import Corpus
-from .io import load_array, read_json, save_array, write_json
+from .io import load_array, read_json, save_array, texts_digest, write_json
 from .labels import N_LABELS
 from .members.base import MemberContext, build_member
+from .run_folder import MemberFolder, data_digest, fold_done_file, fold_prediction_file, folds_digest, read_fold_done
 
 logger = get_logger(__name__)
 NOT_HELD_OUT = -1
@@ -69,29 +73,55 @@ def cross_fit(
     *,
     predict_on: dict[str, list[str]] | None = None,
     context: MemberContext | None = None,
+    inputs: dict[str, str] | None = None,
 ) -> CrossFitResult:
-    """Train one model per fold; each predicts its held-out rows and every split in ``predict_on``."""
+    """Train one model per fold; each predicts its held-out rows and every split in ``predict_on``.
+
+    ``inputs``: digests of what the models are made from (default: of ``train`` and ``folds``);
+    a finished fold with other inputs is refitted.
+    """
     if train.labels is None:
         raise ValueError("cross-fitting needs a labelled train corpus")
-    member_dir = Path(member_dir)
+    member = MemberFolder(member_dir)
     predict_on = predict_on or {}
     n_folds = fold_count(folds)
+    fold_inputs = dict(inputs or {"train": data_digest(train.ids, train.texts, train.labels), "folds": folds_digest(folds)})
+    fold_inputs["splits"] = {split: texts_digest(texts) for split, texts in sorted(predict_on.items())}
+    _remove_extra_folds(member, n_folds)
     oof = np.full((len(train), N_LABELS), np.nan, dtype=np.float32)
     sums = {split: np.zeros((len(texts), N_LABELS), dtype=np.float64) for split, texts in predict_on.items()}
     started, fitted = time.perf_counter(), 0
     for k in range(n_folds):
         val = np.flatnonzero(folds == k)
-        fold_dir = member_dir / f"fold_{k}"
-        if not (fold_dir / "DONE").is_file():
-            _fit_fold(config, train, folds, k, fold_dir, predict_on, context)
-            fitted += 1
-        else:
+        fold_dir = member.fold_dir(k)
+        done = read_fold_done(fold_dir)
+        if done is not None and done.get("inputs") == fold_inputs:
             logger.info("member %s fold %d already done; reusing it", config.name, k)
-        oof[val] = load_array(fold_dir / "pred_oof.npy")
+        else:
+            if done is not None:
+                logger.info("member %s fold %d was made from other %s; refitting it", config.name, k, _changed(done.get("inputs"), fold_inputs))
+            _fit_fold(config, train, folds, k, member, predict_on, context, fold_inputs)
+            fitted += 1
+        oof[val] = load_array(fold_prediction_file(fold_dir, "oof"))
         for split in predict_on:
-            sums[split] += load_array(fold_dir / f"pred_{split}.npy")
+            sums[split] += load_array(fold_prediction_file(fold_dir, split))
     predictions = {split: (total / n_folds).astype(np.float32) for split, total in sums.items()}
     return CrossFitResult(oof, predictions, time.perf_counter() - started, fitted)
+
+
+def _changed(before: dict | None, now: dict) -> str:
+    before = before or {}
+    return ", ".join(sorted(k for k in {*before, *now} if before.get(k) != now.get(k))) or "inputs"
+
+
+def _remove_extra_folds(member: MemberFolder, n_folds: int) -> None:
+    """Folds past ``n_folds`` (a run refitted with fewer folds) must not be averaged into predictions."""
+    for fold_dir in member.finished_folds():
+        k = int(fold_dir.name[5:])
+        if k >= n_folds:
+            logger.info("removing %s: the run now has %d folds", fold_dir, n_folds)
+            shutil.rmtree(fold_dir)
+            shutil.rmtree(member.fold_work_dir(k), ignore_errors=True)
 
 
 def _fit_fold(
@@ -99,15 +129,20 @@ def _fit_fold(
     train: Corpus,
     folds: np.ndarray,
     k: int,
-    fold_dir: Path,
+    member: MemberFolder,
     predict_on: dict[str, list[str]],
     context: MemberContext | None,
+    inputs: dict,
 ) -> None:
     train_rows, val_rows = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
     logger.info("member %s fold %d: training on %d rows, predicting %d", config.name, k, len(train_rows), len(val_rows))
-    # Checkpoints of an interrupted fit live in workdir, kept until the fold is complete.
-    workdir = fold_dir.with_name(fold_dir.name + ".work")
-    partial = fold_dir.with_name(fold_dir.name + ".partial")
+    # Checkpoints of an interrupted fit live in workdir, kept until the fold is complete, and are
+    # resumed only by a fit of the same inputs.
+    fold_dir, workdir, partial = member.fold_dir(k), member.fold_work_dir(k), member.fold_partial_dir(k)
+    work_inputs = member.fold_work_inputs_file(k)
+    if workdir.exists() and (not work_inputs.is_file() or read_json(work_inputs) != inputs):
+        shutil.rmtree(workdir)
+    write_json(work_inputs, inputs)
     shutil.rmtree(partial, ignore_errors=True)
     started = time.perf_counter()
     model = build_member(config, context)
@@ -115,23 +150,18 @@ def _fit_fold(
     model.fit_rows(train, train_rows, workdir=workdir)
     fit_seconds = time.perf_counter() - started
     model.save(partial)
-    save_array(partial / "pred_oof.npy", model.predict_rows(train, val_rows))
+    save_array(fold_prediction_file(partial, "oof"), model.predict_rows(train, val_rows))
     for split, texts in predict_on.items():
-        save_array(partial / f"pred_{split}.npy", model.predict_split(split, texts))
+        save_array(fold_prediction_file(partial, split), model.predict_split(split, texts))
     if hasattr(model, "release"):  # fine-tuned members free GPU memory before the next fold loads
         model.release()
-    write_json(partial / "DONE", {"fold": k, "fit_seconds": fit_seconds, "n_train": len(train_rows)})
+    write_json(fold_done_file(partial), {"fold": k, "fit_seconds": fit_seconds, "n_train": len(train_rows), "inputs": inputs})
     shutil.rmtree(fold_dir, ignore_errors=True)
     os.replace(partial, fold_dir)
     shutil.rmtree(workdir, ignore_errors=True)
+    work_inputs.unlink(missing_ok=True)
 
 
 def fold_dirs(member_dir: str | os.PathLike) -> list[Path]:
     """The finished fold folders of a member, in fold order."""
-    member_dir = Path(member_dir)
-    found = [p.parent for p in member_dir.glob("fold_*/DONE") if p.parent.name[5:].isdigit()]
-    return sorted(found, key=lambda p: int(p.name[5:]))
-
-
-def read_fold_info(fold_dir: Path) -> dict:
-    return read_json(fold_dir / "DONE")
+    return MemberFolder(member_dir).finished_folds()

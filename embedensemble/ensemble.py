@@ -8,6 +8,10 @@ members, checksums of every file), ``members/<name>/fold_<k>/`` (each fold's mod
 ``stacker/`` and ``thresholds.json``. Nothing in it is unpickled on load. Members that a stacked
 member reads without being stacked themselves (the source of ``finetuned:<source>`` features)
 are copied the same way and listed under the manifest's ``dependencies``.
+
+This module only predicts: an ensemble is assembled from fitted parts (:meth:`EmotionEnsemble.from_parts`,
+:meth:`EmotionEnsemble.load`). Training is the fit/stack pipeline (:func:`embedensemble.training.fit_ensemble`,
+``python -m embedensemble.fit`` / ``stack``), which returns one.
 """
 
 from __future__ import annotations
@@ -24,74 +28,58 @@ import pandas as pd
 
 from ._logging import get_logger
 from .config import EnsembleConfig
-from .data import Corpus, validate_texts
-from .errors import ArtifactError, ConfigError, DataError
+from .context import MemberContext
+from .data import validate_texts
+from .errors import ArtifactError
 from .labels import EMOTIONS
 from .manifest import verify_folder, write_manifest
-from .members.base import FoldModel, MemberContext, load_member_shared, saved_dependencies, saved_fold_dirs
+from .members.base import FoldModel, load_member_shared, saved_dependencies, saved_fold_dirs
+from .run_folder import RUN_ONLY_FOLD_FILES
 from .stacker import Stacker
 from .thresholds import ThresholdOptimizer
 
 logger = get_logger(__name__)
 
 
-def _as_training_corpus(train: Corpus | Sequence[str], labels: np.ndarray | None) -> Corpus:
-    """Check training input and turn texts + labels into a :class:`Corpus` (errors name the row/column)."""
-    if isinstance(train, Corpus):
-        if labels is not None:
-            raise DataError("pass labels either inside the Corpus or as `labels`, not both")
-        if train.labels is None:
-            raise DataError("the training corpus has no labels", file=train.source)
-        return train
-    texts = validate_texts(train)
-    if labels is None:
-        raise DataError("fit(texts) needs labels: a 0/1 array of shape [n, 11]")
-    array = np.asarray(labels)
-    if array.shape != (len(texts), len(EMOTIONS)):
-        raise DataError(f"labels must have shape ({len(texts)}, {len(EMOTIONS)}), got {array.shape}", column="labels")
-    bad = np.argwhere(~np.isin(array, (0, 1)))
-    if len(bad):
-        row, col = map(int, bad[0])
-        raise DataError(f"label must be 0 or 1, got {array[row, col]!r}", row=row, column=EMOTIONS[col])
-    return Corpus([str(i) for i in range(len(texts))], texts, array.astype(np.int8))
-
-
 class EmotionEnsemble:
     """Members (each a list of fold models whose probabilities are averaged), a stacker and thresholds."""
 
-    def __init__(self, config: EnsembleConfig | None = None, *, use_cache: bool = True) -> None:
+    def __init__(
+        self,
+        config: EnsembleConfig | None = None,
+        *,
+        member_folds: dict[str, list[Path]] | None = None,
+        stacker: Stacker | None = None,
+        thresholds: ThresholdOptimizer | None = None,
+        dependency_folds: dict[str, list[Path]] | None = None,
+        use_cache: bool = True,
+    ) -> None:
+        """An ensemble of fitted parts; without them it is not fitted (see :meth:`load`, :meth:`from_parts`)."""
         self.config = config or EnsembleConfig()
         self.use_cache = use_cache
-        self.member_folds_: dict[str, list[Path]] = {}
-        self.dependency_folds_: dict[str, list[Path]] = {}  # read by stacked members, not stacked
+        self.member_folds_: dict[str, list[Path]] = dict(member_folds or {})
+        # read by stacked members, not stacked themselves
+        self.dependency_folds_: dict[str, list[Path]] = (
+            dict(dependency_folds) if dependency_folds is not None else _find_dependencies(self.member_folds_)
+        )
+        self.stacker_ = stacker
+        self.thresholds_ = thresholds
+        self._context: MemberContext | None = None
         self._loaded: dict[str, list[FoldModel]] = {}
 
-    # ------------------------------------------------------------------ training
-    def fit(
-        self,
-        train: Corpus | Sequence[str],
-        labels: np.ndarray | None = None,
-        *,
-        run_dir: str | os.PathLike | None = None,
-        test: Corpus | None = None,
-        eval: Corpus | None = None,
-    ) -> EmotionEnsemble:
-        """Cross-fit every member, then stack; the run folder (a temp dir if not given) keeps everything.
-
-        ``train`` is a labelled :class:`Corpus` (e.g. ``load_dataset(path).train``) or a list of
-        texts with ``labels``, a 0/1 array [n, 11] in ``EMOTIONS`` order.
-        """
-        from .fitting import fit_members
-        from .stacking import stack_run
-
-        if not self.config.members:
-            raise ConfigError("the config has no members to fit")
-        train = _as_training_corpus(train, labels)
-        run_dir = Path(run_dir) if run_dir is not None else Path(tempfile.mkdtemp(prefix="embedensemble-run-"))
-        fit_members(self.config, train, run_dir, test=test, eval=eval)
-        fitted = stack_run(run_dir, write_report=False)
-        self.__dict__.update(fitted.__dict__)
-        return self
+    @property
+    def context(self) -> MemberContext:
+        """The context every member of this ensemble is loaded with; its resource pool (loaded fold
+        models, encoders, the current batch's embeddings) is shared by all of them."""
+        if self._context is None:
+            self._context = MemberContext(
+                cache_dir=self.config.cache_dir,
+                seed=self.config.seed,
+                device=self.config.device,
+                use_cache=self.use_cache,
+                member_folds={**self.dependency_folds_, **self.member_folds_},
+            )
+        return self._context
 
     # ---------------------------------------------------------------- prediction
     def member_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -125,26 +113,21 @@ class EmotionEnsemble:
         return dict(zip(EMOTIONS, map(float, self.thresholds_.thresholds_)))
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "stacker_") or not self.member_folds_:
-            raise ArtifactError("this EmotionEnsemble is not fitted: call fit() or EmotionEnsemble.load(path)")
+        if self.stacker_ is None or self.thresholds_ is None or not self.member_folds_:
+            raise ArtifactError(
+                "this EmotionEnsemble is not fitted: train one with embedensemble.fit_ensemble(...) or load one with EmotionEnsemble.load(path)"
+            )
 
     def _models(self, name: str) -> list[FoldModel]:
         if name not in self._loaded:
-            context = MemberContext(
-                cache_dir=self.config.cache_dir,
-                seed=self.config.seed,
-                device=self.config.device,
-                use_cache=self.use_cache,
-                member_folds={**self.dependency_folds_, **self.member_folds_},
-            )
-            self._loaded[name] = [load_member_shared(path, context) for path in self.member_folds_[name]]
+            self._loaded[name] = [load_member_shared(path, self.context) for path in self.member_folds_[name]]
         return self._loaded[name]
 
     # ------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> Path:
         """Write the ensemble folder (atomically: built beside ``path``, then renamed into place)."""
         self._check_fitted()
-        path = Path(path)
+        path = _recover_interrupted_save(Path(path))
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent if path.parent.exists() else None))
         members = [
             {"name": name, "folds": _copy_folds(folds, staging, name), "config": dataclasses.asdict(self.config.member(name))}
@@ -184,35 +167,35 @@ class EmotionEnsemble:
         ``use_cache=False`` embeds every text afresh (no embedding cache reads or writes);
         ``cache_dir`` and ``device`` override the values saved with the ensemble.
         """
-        path = Path(path)
+        path = _recover_interrupted_save(Path(path))
         manifest = verify_folder(path)
         if manifest.get("labels") != list(EMOTIONS):
             raise ArtifactError(f"{path} was trained with labels {manifest.get('labels')}, this library uses {list(EMOTIONS)}")
         config = EnsembleConfig.from_dict(manifest["config"], where=f"{path}/manifest.json")
         config.cache_dir = cache_dir or config.cache_dir
         config.device = device or config.device
-        ensemble = cls(config, use_cache=use_cache)
-        ensemble.member_folds_ = {m["name"]: [path / f for f in m["folds"]] for m in manifest["members"]}
-        ensemble.dependency_folds_ = {d["name"]: [path / f for f in d["folds"]] for d in manifest.get("dependencies", [])}
-        for name, folds in ensemble.member_folds_.items():
-            held = {*ensemble.member_folds_, *ensemble.dependency_folds_}
+        member_folds = {m["name"]: [path / f for f in m["folds"]] for m in manifest["members"]}
+        dependency_folds = {d["name"]: [path / f for f in d["folds"]] for d in manifest.get("dependencies", [])}
+        held = {*member_folds, *dependency_folds}
+        for name, folds in member_folds.items():
             missing = sorted({d for f in folds for d in saved_dependencies(f)} - held)
             if missing:
                 raise ArtifactError(f"{path}: member '{name}' reads member(s) {missing}, which the ensemble does not hold")
-        ensemble.stacker_ = Stacker.load(path / manifest["stacker"])
-        ensemble.thresholds_ = ThresholdOptimizer.load(path / manifest["thresholds"])
-        return ensemble
+        return cls(
+            config,
+            member_folds=member_folds,
+            dependency_folds=dependency_folds,
+            stacker=Stacker.load(path / manifest["stacker"]),
+            thresholds=ThresholdOptimizer.load(path / manifest["thresholds"]),
+            use_cache=use_cache,
+        )
 
     @classmethod
     def from_parts(
         cls, config: EnsembleConfig, member_folds: dict[str, list[Path]], stacker: Stacker, thresholds: ThresholdOptimizer
     ) -> EmotionEnsemble:
-        ensemble = cls(config)
-        ensemble.member_folds_ = dict(member_folds)
-        ensemble.dependency_folds_ = _find_dependencies(ensemble.member_folds_)
-        ensemble.stacker_ = stacker
-        ensemble.thresholds_ = thresholds
-        return ensemble
+        """An ensemble of fitted fold folders, stacker and thresholds; members they read are found beside them."""
+        return cls(config, member_folds=member_folds, stacker=stacker, thresholds=thresholds)
 
     def __repr__(self) -> str:
         members = ", ".join(self.member_folds_) or "not fitted"
@@ -223,7 +206,7 @@ def _copy_folds(folds: list[Path], staging: Path, name: str) -> list[str]:
     copies = []
     for k, fold in enumerate(folds):
         target = staging / "members" / name / f"fold_{k}"
-        shutil.copytree(fold, target, ignore=shutil.ignore_patterns("pred_*.npy", "DONE"))
+        shutil.copytree(fold, target, ignore=shutil.ignore_patterns(*RUN_ONLY_FOLD_FILES))
         copies.append(target.relative_to(staging).as_posix())
     return copies
 
@@ -245,3 +228,12 @@ def _find_dependencies(member_folds: dict[str, list[Path]]) -> dict[str, list[Pa
                     raise ArtifactError(f"member '{name}' reads member '{dependency}', whose folds are not beside it in {where}")
                 found[dependency] = dependency_folds
     return found
+
+
+def _recover_interrupted_save(path: Path) -> Path:
+    """A save killed between its two renames left ``<path>.old`` and no ``path``: put the old one back."""
+    backup = path.with_name(path.name + ".old")
+    if not path.exists() and backup.is_dir():
+        logger.warning("%s: restoring the previous ensemble from %s (a save was interrupted)", path, backup.name)
+        os.replace(backup, path)
+    return path

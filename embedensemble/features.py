@@ -8,7 +8,6 @@ rebuilds the sklearn vectorizers from them: no pickle.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -20,8 +19,8 @@ from ._logging import get_logger
 from .errors import ArtifactError, ConfigError, FormatVersionError
 from .io import load_tensors, read_json, save_tensors, texts_digest, write_json
 
-if TYPE_CHECKING:  # the members package sits above this module; only its type is needed here
-    from .members.base import MemberContext
+if TYPE_CHECKING:
+    from .context import MemberContext
 
 logger = get_logger(__name__)
 
@@ -245,25 +244,20 @@ class EmbeddingFeatures:
 
 FeatureSource = TfidfFeatures | EmbeddingFeatures
 
-# One EmbeddingFeatures per backbone and settings, shared by every fold model that holds it:
-# the encoder's weights load once per process and a batch of texts is embedded once per call.
-_SHARED: weakref.WeakValueDictionary[tuple, EmbeddingFeatures] = weakref.WeakValueDictionary()
-
-
 def shared_embedding_features(name: str, context: MemberContext) -> EmbeddingFeatures:
-    """The process-wide :class:`EmbeddingFeatures` of backbone ``name`` under ``context``'s settings."""
-    key = (name, context.cache_dir, context.use_cache, context.show_progress_bar, str(context.device))
-    features = _SHARED.get(key)
-    if features is None:
-        features = EmbeddingFeatures(
+    """One :class:`EmbeddingFeatures` per backbone and settings in ``context``'s resource pool, shared by
+    every fold model that holds it: the encoder's weights load once and a batch is embedded once per call."""
+
+    def make() -> EmbeddingFeatures:
+        return EmbeddingFeatures(
             name,
             cache_dir=context.cache_dir,
             use_cache=context.use_cache,
             show_progress_bar=context.show_progress_bar,
             device=context.device,
         )
-        _SHARED[key] = features
-    return features
+
+    return context.resources.shared(("embedding-features", name, *context.settings_key()), make)
 
 
 def make_features(name: str, context: MemberContext | None = None) -> FeatureSource:

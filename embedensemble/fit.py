@@ -13,6 +13,7 @@ from .data import DATA_ENV, load_dataset
 from .defaults import default_config
 from .errors import ConfigError
 from .fitting import fit_members
+from .stacking import stack_and_print
 
 logger = get_logger(__name__)
 
@@ -70,8 +71,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     fit_members(config, splits.train, run_dir, test=splits.test, eval=splits.eval, data_info=info)
     print(f"fitted {len(config.members)} member(s) into {run_dir}")
     if args.stack:
-        from .stack import stack_and_print
-
         stack_and_print(run_dir)
     return 0
 

@@ -12,6 +12,7 @@
     <run>/members/<name>/{oof,test,eval}.npy   out-of-fold / fold-mean probabilities [n, 11]
     <run>/members/<name>/fold_<k>/     one fold's model, pred_oof.npy, pred_<split>.npy, DONE (last)
     <run>/members/<name>/fold_<k>.work     checkpoints of an unfinished fold (resumed, then removed)
+    <run>/members/<name>/fold_<k>.work.json   the inputs those checkpoints were made from
     <run>/members/<name>/fold_<k>.partial  a fold being written (renamed to fold_<k> when complete)
     <run>/stack_{oof,eval,test}.npy    the stacker's probabilities
     <run>/thresholds.json, metrics.json, submission.csv
@@ -108,6 +109,10 @@ class MemberFolder:
     def full_dir(self) -> Path:
         """``full/``: the member refitted once on all train rows, its ``pred_<split>.npy`` and ``DONE`` (refit)."""
         return self.path / "full"
+
+    def fold_work_inputs_file(self, k: int) -> Path:
+        """``fold_<k>.work.json``: the inputs the checkpoints in ``fold_<k>.work`` were made from."""
+        return self.path / f"fold_{k}.work.json"
 
     def status(self) -> dict[str, Any] | None:
         return read_json(self.status_file) if self.status_file.is_file() else None

@@ -1,9 +1,12 @@
 """Run registry: one row per folder under ``artifacts/``, best stack macro-F1 first.
 
 ``python -m embedensemble.runs [--artifacts DIR] [--json]`` prints the table. Scores are the
-stack's on the evaluation split when the run has one, else its out-of-fold scores; the
-``split`` column says which, since OOF scores (thresholds tuned on the same rows) run higher.
-Anything that is not a finished run is still listed, as ``incomplete`` with a ``note``.
+stack's on the evaluation split when the run has one, else its out-of-fold scores with
+thresholds tuned on the other folds (nested, see ``embedensemble.stacking.SCORE_KEYS``); the
+``split`` column says which. A run stacked before nested scores existed has only OOF scores
+whose thresholds were tuned on the same rows (split ``oof_tuned_on_same_rows``): it is listed
+after the runs with honest scores. Anything that is not a finished run is still listed, as
+``incomplete`` with a ``note``.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ import pandas as pd
 
 from .errors import ArtifactError, RunNotFoundError
 from .io import PathLike, read_json
+from .run_folder import RunFolder
 
 COLUMNS = ["name", "created", "data_kind", "members", "split", "macro_f1", "micro_f1", "jaccard", "status", "note", "path"]
 SCORES = ("macro_f1", "micro_f1", "jaccard")
+SAME_ROWS = "oof_tuned_on_same_rows"  # split of a run stacked before nested OOF scores: not an honest estimate
 
 
 def _read(path: Path, notes: list[str]) -> dict[str, Any] | None:
@@ -53,35 +58,38 @@ def _created(run_info: dict[str, Any] | None, folder: Path) -> str:
     return when.strftime("%Y-%m-%d %H:%M")
 
 
-def _members(config: dict[str, Any] | None, metrics: dict[str, Any] | None, folder: Path) -> list[str]:
+def _members(config: dict[str, Any] | None, metrics: dict[str, Any] | None, run: RunFolder) -> list[str]:
     stacked = (metrics or {}).get("members_stacked")
     if isinstance(stacked, list):
         return [str(n) for n in stacked]
     names = [m.get("name") for m in (config or {}).get("members", []) if isinstance(m, dict)]
     if names:
         return [str(n) for n in names]
-    members_dir = folder / "members"
-    return sorted(p.name for p in members_dir.iterdir() if p.is_dir()) if members_dir.is_dir() else []
+    return run.member_folder_names()
 
 
 def summarize_run(folder: PathLike) -> dict[str, Any]:
     """One registry row for ``folder``; never raises for a damaged or foreign folder."""
     folder = Path(folder)
+    run = RunFolder(folder)
     notes: list[str] = []
-    config = _read(folder / "config.json", notes)
-    run_info = _read(folder / "run.json", notes)
-    metrics = _read(folder / "metrics.json", notes)
+    config = _read(run.config_file, notes)
+    run_info = _read(run.run_file, notes)
+    metrics = _read(run.metrics_file, notes)
     row: dict[str, Any] = {c: None for c in COLUMNS}
     row.update(name=folder.name, path=str(folder), status="incomplete", created=_created(run_info, folder))
     if config is None and run_info is None and not notes:
         row["note"] = "not a run folder (no config.json or run.json)"
         return row
     row["data_kind"] = (run_info or {}).get("data_kind")
-    row["members"] = ",".join(_members(config, metrics, folder))
+    row["members"] = ",".join(_members(config, metrics, run))
     stack = (metrics or {}).get("stack")
     if isinstance(stack, dict):
         split = "eval" if isinstance(stack.get("eval"), dict) else "oof"
         scores = stack.get(split)
+        if split == "oof" and "oof_thresholds_tuned_on_same_rows" not in stack:
+            split = SAME_ROWS  # stacked by an older version: its "oof" thresholds were tuned on the rows scored
+            notes.append("OOF score with thresholds tuned on the same rows; stack the run again for the nested score")
         if isinstance(scores, dict) and all(isinstance(scores.get(k), (int, float)) for k in SCORES):
             row.update(split=split, status="done", **{k: float(scores[k]) for k in SCORES})
     if row["status"] != "done" and not notes:
@@ -103,8 +111,11 @@ def list_runs(artifacts_dir: PathLike = "artifacts") -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=COLUMNS)
     if frame.empty:
         return frame
-    frame = frame.sort_values(["macro_f1", "name"], ascending=[False, True], na_position="last", kind="stable")
-    return frame.reset_index(drop=True)
+    # honest scores (eval, nested OOF) first: a same-rows OOF score runs higher than it should
+    optimistic = frame["split"] == SAME_ROWS
+    frame = frame.assign(_optimistic=optimistic)
+    frame = frame.sort_values(["_optimistic", "macro_f1", "name"], ascending=[True, False, True], na_position="last", kind="stable")
+    return frame.drop(columns="_optimistic").reset_index(drop=True)
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:

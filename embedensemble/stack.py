@@ -9,8 +9,7 @@ from pathlib import Path
 from ._cli import add_verbosity, apply_verbosity, run_cli
 from .config import OBJECTIVES
 from .errors import RunNotFoundError
-from .io import read_json
-from .stacking import stack_run
+from .stacking import stack_and_print
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,19 +24,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-report", action="store_true", help="skip the plots and HTML report")
     add_verbosity(parser)
     return parser
-
-
-def stack_and_print(run_dir: Path, objective: str | None = None, members: list[str] | None = None, report: bool = True) -> None:
-    stack_run(run_dir, objective=objective, members=members, write_report=report)
-    metrics = read_json(run_dir / "metrics.json")
-    split = "eval" if "eval" in metrics["stack"] else "oof"
-    print(f"{'member':<28} {'macro-F1':>9} {'micro-F1':>9} {'Jaccard':>9}   ({split})")
-    rows = [(name, m[split]) for name, m in metrics["members"].items()] + [("STACK", metrics["stack"][split])]
-    for name, m in rows:
-        print(f"{name:<28} {m['macro_f1']:>9.4f} {m['micro_f1']:>9.4f} {m['jaccard']:>9.4f}")
-    if (run_dir / "submission.csv").is_file():
-        print(f"submission: {run_dir / 'submission.csv'}")
-    print(f"ensemble:   {run_dir / 'ensemble'}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

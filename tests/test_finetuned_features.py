@@ -18,7 +18,7 @@ from embedensemble.errors import ConfigError
 from embedensemble.fitting import fit_members
 from embedensemble.heads import Head
 from embedensemble.io import load_array, read_json
-from embedensemble.members.base import MemberContext, load_member
+from embedensemble.members.base import MemberContext, check_requirements, load_member
 from embedensemble.stacking import stack_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,12 +179,12 @@ def test_bad_feature_source_is_refused_when_the_run_starts(members, match, tmp_p
 
 def test_example_config_is_valid():
     config = EnsembleConfig.load(ROOT / "experiments" / "finetune-cpu-features.json")
-    config.check_feature_sources()
+    check_requirements(config)
     assert {m.feature_source for m in config.members} == {None, "minilm-ft"}
 
 
 def test_stacked_source_and_its_heads_share_fold_models_and_backbone_passes(fitted, tmp_path, monkeypatch):
-    from embedensemble.finetune.pooled import PooledFinetuneMember
+    from embedensemble.members.pooled_finetune import PooledFinetuneMember
 
     run = shutil.copytree(fitted["run"], tmp_path / "run")
     stack_run(run, members=[SOURCE, "ft-logreg", "ft-lgbm"], write_report=False)

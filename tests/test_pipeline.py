@@ -15,6 +15,7 @@ from embedensemble.fitting import fit_members
 from embedensemble.io import read_json, write_json
 from embedensemble.stacking import stack_run
 from embedensemble.thresholds import ThresholdOptimizer
+from embedensemble.training import fit_ensemble
 
 from . import simple_member
 from .synthetic import make_tweets, write_kaggle, write_semeval
@@ -201,7 +202,7 @@ def test_config_round_trip_and_unknown_keys(tmp_path):
 
 def test_fit_from_texts_and_labels(tmp_path):
     texts, labels = make_tweets(90)
-    ensemble = EmotionEnsemble(bow_config(1)).fit(texts, labels, run_dir=tmp_path / "run")
+    ensemble = fit_ensemble(bow_config(1), texts, labels, run_dir=tmp_path / "run")
     assert ensemble.predict(texts[:3]).shape == (3, 11)
 
 
@@ -218,7 +219,7 @@ def test_fit_bad_labels(tmp_path, labels, fragment):
 
     texts, _ = make_tweets(90)
     with pytest.raises(DataError, match=fragment):
-        EmotionEnsemble(bow_config(1)).fit(texts, labels, run_dir=tmp_path / "run")
+        fit_ensemble(bow_config(1), texts, labels, run_dir=tmp_path / "run")
 
 
 def test_fit_unlabelled_corpus_is_refused(tmp_path):
@@ -226,4 +227,4 @@ def test_fit_unlabelled_corpus_is_refused(tmp_path):
 
     splits = load_dataset(write_kaggle(tmp_path / "d"))
     with pytest.raises(DataError, match="no labels"):
-        EmotionEnsemble(bow_config(1)).fit(splits.test)
+        fit_ensemble(bow_config(1), splits.test)

@@ -1,18 +1,14 @@
-"""Run registry (embedensemble.runs) and optional tracking (embedensemble.tracking)."""
+"""Run registry (embedensemble.runs)."""
 
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from embedensemble.errors import ConfigError, RunNotFoundError
+from embedensemble.errors import RunNotFoundError
 from embedensemble.runs import COLUMNS, list_runs, main
-from embedensemble.tracking import TrackingUnavailableError, log_run
 
 try:
     from fake_run import make_fake_run
@@ -77,86 +73,15 @@ def test_cli_missing_artifacts(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "missing does not exist" in capsys.readouterr().err
 
 
-# ---- tracking ---------------------------------------------------------------------------
-
-
-class _FakeWandbRun:
-    def __init__(self, calls: dict[str, Any]) -> None:
-        self.id, self.summary, self._calls = "wb123", {}, calls
-
-    def finish(self) -> None:
-        self._calls["finished"] = True
-        self._calls["summary"] = dict(self.summary)
-
-
-def _fake_wandb(calls: dict[str, Any]) -> types.ModuleType:
-    module = types.ModuleType("wandb")
-
-    def init(**kwargs: Any) -> _FakeWandbRun:
-        calls["init"] = kwargs
-        return _FakeWandbRun(calls)
-
-    module.init = init  # type: ignore[attr-defined]
-    return module
-
-
-def _fake_mlflow(calls: dict[str, Any]) -> types.ModuleType:
-    module = types.ModuleType("mlflow")
-
-    class Run:
-        info = types.SimpleNamespace(run_id="ml456")
-
-        def __enter__(self) -> Run:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            calls["ended"] = True
-
-    module.set_experiment = lambda name: calls.__setitem__("experiment", name)  # type: ignore[attr-defined]
-    module.start_run = lambda run_name: (calls.__setitem__("run_name", run_name), Run())[1]  # type: ignore[attr-defined]
-    module.log_params = lambda p: calls.__setitem__("params", p)  # type: ignore[attr-defined]
-    module.log_metrics = lambda m: calls.__setitem__("metrics", m)  # type: ignore[attr-defined]
-    return module
-
-
-def test_log_run_wandb(artifacts: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: dict[str, Any] = {}
-    monkeypatch.setitem(sys.modules, "wandb", _fake_wandb(calls))
-    assert log_run(artifacts / "run_eval", "wandb", project="p") == "wb123"
-    assert calls["init"]["project"] == "p" and calls["init"]["name"] == "run_eval"
-    assert calls["init"]["config"]["config/stack/objective"] == "macro_f1"
-    assert calls["init"]["config"]["run/data_kind"] == "semeval"
-    summary = calls["summary"]
-    assert 0 < summary["stack/eval/macro_f1"] <= 1 and "members/a/oof/per_emotion_f1/joy" in summary
-    assert "thresholds/joy" in summary and calls["finished"]
-
-
-def test_log_run_mlflow(artifacts: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: dict[str, Any] = {}
-    monkeypatch.setitem(sys.modules, "mlflow", _fake_mlflow(calls))
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "exp")
-    assert log_run(artifacts / "run_oof", "mlflow") == "ml456"
-    assert calls["experiment"] == "exp" and calls["run_name"] == "run_oof" and calls["ended"]
-    assert all(isinstance(v, str) and len(v) <= 500 for v in calls["params"].values())
-    assert all(isinstance(v, float) for v in calls["metrics"].values())
-    assert "stack/oof/jaccard" in calls["metrics"] and "holdout_only" not in calls["metrics"]
-
-
-def test_log_run_missing_backend_and_errors(artifacts: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "wandb", None)  # makes `import wandb` raise ImportError
-    with pytest.raises(TrackingUnavailableError, match="pip install wandb"):
-        log_run(artifacts / "run_eval", "wandb")
-    assert log_run(artifacts / "run_eval", None) is None
-    with pytest.raises(ConfigError, match="not one of"):
-        log_run(artifacts / "run_eval", "tensorboard")
-    with pytest.raises(RunNotFoundError, match="no metrics.json"):
-        log_run(artifacts / "unstacked", "wandb")
-
-
-def test_tracking_not_imported_by_package() -> None:
-    import subprocess
-
-    code = "import embedensemble, sys; print('embedensemble.tracking' in sys.modules, 'wandb' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd=Path(__file__).resolve().parents[1])
-    assert out.stdout.split() == ["False", "False"], out.stderr[-1000:]
+def test_run_stacked_before_nested_scores_ranks_after_honest_ones(tmp_path: Path) -> None:
+    """A metrics.json whose only OOF score had its thresholds tuned on the same rows is not ranked as honest."""
+    honest = make_fake_run(tmp_path / "honest", with_eval=False, seed=5)
+    old = make_fake_run(tmp_path / "old", with_eval=False, seed=6)
+    metrics = json.loads((old / "metrics.json").read_text())
+    metrics["stack"] = {"oof": {**metrics["stack"]["oof"], "macro_f1": 0.99}}  # the old format, higher than it should be
+    (old / "metrics.json").write_text(json.dumps(metrics))
+    frame = list_runs(tmp_path).set_index("name")
+    assert list(frame.index) == ["honest", "old"]
+    assert frame.loc["honest", "split"] == "oof" and frame.loc["old", "split"] == "oof_tuned_on_same_rows"
+    assert "same rows" in frame.loc["old", "note"]
+    assert honest.is_dir()

@@ -18,38 +18,25 @@ rows rather than texts (out-of-fold embeddings) overrides them.
 from __future__ import annotations
 
 import importlib
-import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ..config import MemberConfig
+from ..context import MemberContext
 from ..errors import ArtifactError, ConfigError
 from ..io import read_json, write_json
 from ..labels import N_LABELS
 
 if TYPE_CHECKING:
+    from ..config import EnsembleConfig
     from ..data import Corpus
+    from ..run_folder import RunFolder
 
 _REGISTRY: dict[str, type[FoldModel]] = {}
-
-
-@dataclass
-class MemberContext:
-    """Run-wide settings a member needs besides its own config."""
-
-    cache_dir: str | None = None
-    seed: int = 42
-    device: str | None = None
-    show_progress_bar: bool | None = None
-    use_cache: bool = True
-    # Fold folders of other members, by name: a member that reads another member's fold models
-    # (``features: "finetuned:<name>"``) finds them here. In a run they sit in the member's folder.
-    member_folds: dict[str, list[Path]] = field(default_factory=dict)
 
 
 class FoldModel(ABC):
@@ -90,8 +77,30 @@ class FoldModel(ABC):
         return self.predict_proba(texts)
 
     def depends_on(self) -> list[str]:
-        """Names of other members whose fold models this one reads when predicting."""
-        return []
+        """Names of other members whose fold models this one reads when predicting (``config.requires``)."""
+        return list(self.config.requires)
+
+    # -- declared dependencies: members that read other members' fold models ------------------------
+    @classmethod
+    def claims(cls, config: MemberConfig) -> bool:
+        """Whether this kind builds ``config`` although ``config.kind`` names another (e.g. a head that reads a member)."""
+        return False
+
+    @classmethod
+    def check_sources(cls, config: MemberConfig, sources: dict[str, type[FoldModel]]) -> None:
+        """Refuse (``ConfigError``) members in ``config.requires`` this kind cannot read; ``sources``: their classes."""
+        if sources:
+            raise ConfigError(f"member '{config.name}': kind {cls.kind!r} reads no other member, got {sorted(sources)}")
+
+    @classmethod
+    def prepare_requirements(
+        cls, config: MemberConfig, run: RunFolder, train: Corpus, splits: dict[str, list[str]], context: MemberContext
+    ) -> dict[str, str]:
+        """Before cross-fitting in ``run``: make what this kind reads from its required members (whose
+        fold folders are in ``context.member_folds``); returns digests of it, recorded with the member
+        so that it is refitted when they change."""
+        return {}
+
 
     def _checked(self, proba: Any, n_rows: int) -> np.ndarray:
         proba = np.asarray(proba, dtype=np.float32)
@@ -146,8 +155,10 @@ def register_member(kind: str):
 
 
 def member_kind(config: MemberConfig) -> str:
-    """The registered kind that builds ``config``: a head on ``finetuned:<member>`` features is ``finetuned-head``."""
-    return "finetuned-head" if config.kind == "head" and config.feature_source is not None else config.kind
+    """The registered kind that builds ``config``: ``config.kind``, unless a kind claims it (:meth:`FoldModel.claims`)."""
+    _import_builtin_kinds()
+    claimed = [kind for kind, cls in _REGISTRY.items() if cls.claims(config)]
+    return claimed[0] if claimed else config.kind
 
 
 # Kinds whose module needs neither torch nor peft: imported alone, so loading them stays light.
@@ -170,6 +181,14 @@ def build_member(config: MemberConfig, context: MemberContext | None = None) -> 
     return member_class(member_kind(config))(config, context)
 
 
+def check_requirements(config: EnsembleConfig) -> None:
+    """Every member's kind is known and every member it reads is one its kind can read (before any work)."""
+    config.check_requirements()
+    classes = {m.name: member_class(member_kind(m)) for m in config.members}
+    for member in config.members:
+        classes[member.name].check_sources(member, {name: classes[name] for name in member.requires})
+
+
 def load_member(path: str | Path, context: MemberContext | None = None) -> FoldModel:
     """Load any saved fold model, dispatching on the kind recorded in its ``fold.json``."""
     path = Path(path)
@@ -179,21 +198,16 @@ def load_member(path: str | Path, context: MemberContext | None = None) -> FoldM
     return member_class(kind).load(path, context)
 
 
-# Loaded fold models, shared while anyone holds them: an ensemble's fine-tuned member and the heads
-# that read that member's embeddings (``finetuned:<name>``) use one copy of each fold's weights.
-_LOADED: weakref.WeakValueDictionary[tuple, FoldModel] = weakref.WeakValueDictionary()
-
-
 def load_member_shared(path: str | Path, context: MemberContext) -> FoldModel:
-    """:func:`load_member`, once per process for a fold folder and the context's settings."""
+    """:func:`load_member`, once per fold folder in ``context``'s resource pool.
+
+    An ensemble's fine-tuned member and the heads that read its embeddings (``finetuned:<name>``)
+    then use one copy of each fold's weights.
+    """
     path = Path(path).resolve()
     stamp = (path / "fold.json").stat()  # a folder saved again over the same path is a new model
-    key = (str(path), stamp.st_ino, stamp.st_mtime_ns, context.cache_dir, context.use_cache, str(context.device))
-    model = _LOADED.get(key)
-    if model is None:
-        model = load_member(path, context)
-        _LOADED[key] = model
-    return model
+    key = ("fold-model", str(path), stamp.st_ino, stamp.st_mtime_ns, *context.settings_key())
+    return context.resources.shared(key, lambda: load_member(path, context))
 
 
 def saved_dependencies(path: str | Path) -> list[str]:

@@ -28,7 +28,6 @@ reads the same source, and the last texts' embeddings are reused, so K heads emb
 from __future__ import annotations
 
 import hashlib
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,13 +36,16 @@ import numpy as np
 
 from .._logging import get_logger
 from ..config import MemberConfig
+from ..context import MemberContext
 from ..errors import ArtifactError, ConfigError, FormatVersionError
 from ..heads import Head, load_head, make_head
 from ..io import load_array, read_json, save_array, sha256_file, texts_digest, write_json
-from .base import FoldModel, MemberContext, load_member, load_member_shared, register_member, saved_fold_dirs
+from ..run_folder import fold_done_file, folds_digest, read_fold_done
+from .base import FoldModel, load_member, load_member_shared, register_member, saved_fold_dirs
 
 if TYPE_CHECKING:
     from ..data import Corpus
+    from ..run_folder import RunFolder
 
 logger = get_logger(__name__)
 
@@ -74,9 +76,19 @@ def ensure_embedding_tables(
         raise ArtifactError(
             f"{source_dir}: embedding tables need {n_folds} k-fold models, found {len(source_folds)} fold folders"
         )
+    fold_digest = folds_digest(folds)
+    for m, fold in enumerate(source_folds):  # each fold model must have been made from these folds
+        made_from = (read_fold_done(fold) or {}).get("inputs", {}).get("folds")
+        if made_from != fold_digest:
+            raise ArtifactError(
+                f"{fold}: fold model {m} of '{source_dir.name}' was trained on other folds ({made_from} != {fold_digest}); "
+                f"refit '{source_dir.name}' first (python -m embedensemble.fit refits stale members)"
+            )
     inputs = {
         "train": texts_digest(train_texts),
-        "folds": hashlib.sha256(np.ascontiguousarray(folds, dtype=np.int64).tobytes()).hexdigest()[:16],
+        "folds": fold_digest,
+        # the fold models themselves: a refitted source (new DONE markers) makes new tables
+        "models": hashlib.sha256("".join(sha256_file(fold_done_file(f)) for f in source_folds).encode()).hexdigest()[:16],
         "splits": {split: texts_digest(texts) for split, texts in splits.items()},
     }
     meta_path = source_dir / TABLE_META
@@ -140,34 +152,28 @@ class _Tables:
 class SourceEmbedder:
     """A source member's fold models, loaded on first use; ``embed`` gives one matrix per model.
 
-    The last texts' embeddings are kept, so the K fold heads of a member (and other heads on the
-    same source) that predict the same texts embed them once.
+    One per source in the context's resource pool, which also keeps the current batch's
+    embeddings, so the K fold heads of a member (and other heads on the same source) that
+    predict the same texts embed them once.
     """
 
     def __init__(self, folds: list[Path], context: MemberContext) -> None:
         self.folds, self.context = folds, context
         self._models: list[Any] | None = None
-        self._last: tuple[str, list[np.ndarray]] | None = None
+        self.key = ("source-embeddings", tuple(str(Path(f).resolve()) for f in folds), *context.settings_key())
 
     def embed(self, texts: list[str]) -> list[np.ndarray]:
-        key = texts_digest(texts)
-        if self._last is None or self._last[0] != key:
-            if self._models is None:
-                self._models = [load_member_shared(fold, self.context) for fold in self.folds]
-            self._last = (key, [model.embed(texts) for model in self._models])
-        return self._last[1]
+        return self.context.resources.for_batch(self.key, texts, self._embed)
 
-
-_EMBEDDERS: weakref.WeakValueDictionary[tuple, SourceEmbedder] = weakref.WeakValueDictionary()
+    def _embed(self, texts: list[str]) -> list[np.ndarray]:
+        if self._models is None:
+            self._models = [load_member_shared(fold, self.context) for fold in self.folds]
+        return [model.embed(texts) for model in self._models]
 
 
 def _shared_embedder(folds: list[Path], context: MemberContext) -> SourceEmbedder:
-    key = (tuple(str(Path(f).resolve()) for f in folds), str(context.device))
-    embedder = _EMBEDDERS.get(key)
-    if embedder is None:
-        embedder = SourceEmbedder(folds, context)
-        _EMBEDDERS[key] = embedder
-    return embedder
+    embedder = SourceEmbedder(folds, context)
+    return context.resources.shared(embedder.key, lambda: embedder)
 
 
 # -- the member ------------------------------------------------------------------------------------
@@ -198,6 +204,31 @@ class FinetunedHeadMember(FoldModel):
 
     def depends_on(self) -> list[str]:
         return [self.source]
+
+    # -- the declared dependency: ``features: "finetuned:<source>"`` -----------------------------
+    @classmethod
+    def claims(cls, config: MemberConfig) -> bool:
+        return config.kind == "head" and bool(config.requires)
+
+    @classmethod
+    def check_sources(cls, config: MemberConfig, sources: dict[str, type[FoldModel]]) -> None:
+        for name, source in sources.items():
+            if not callable(getattr(source, "embed", None)):
+                raise ConfigError(
+                    f"member '{config.name}' (features {config.features!r}): source member '{name}' is of kind "
+                    f"{source.kind!r}, which gives no embeddings; 'finetuned:' needs a member that embeds, e.g. 'pooled-finetune'"
+                )
+
+    @classmethod
+    def prepare_requirements(
+        cls, config: MemberConfig, run: RunFolder, train: Corpus, splits: dict[str, list[str]], context: MemberContext
+    ) -> dict[str, str]:
+        """The source's embedding tables (made or reused); their digest ties this member to them."""
+        source = config.feature_source
+        table = ensure_embedding_tables(
+            run.member_dir(source), context.member_folds[source], train.texts, run.folds("kfold"), splits, context
+        )
+        return {"source_embeddings": table}
 
     # -- cross-fitting: training rows are looked up in the OOF embedding table ---------------------
     def fit_rows(self, train: Corpus, rows: np.ndarray, *, workdir: Path | None = None) -> FinetunedHeadMember:

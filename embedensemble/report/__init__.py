@@ -20,6 +20,7 @@ from .._logging import get_logger
 from ..errors import ArtifactError, RunNotFoundError
 from ..io import PathLike, atomic_write_bytes, atomic_write_text, load_array, read_json
 from ..labels import EMOTIONS, N_LABELS
+from ..run_folder import RunFolder
 from . import html as H
 
 __all__ = ["RunData", "build_report", "load_run_data"]
@@ -45,8 +46,7 @@ class RunData:
     warnings: list[str] = field(default_factory=list)
 
 
-def _json(data: RunData, rel: str) -> Any:
-    path = data.path / rel
+def _json(data: RunData, path: Path) -> Any:
     if not path.is_file():
         return None
     try:
@@ -56,8 +56,7 @@ def _json(data: RunData, rel: str) -> Any:
         return None
 
 
-def _array(data: RunData, rel: str) -> np.ndarray | None:
-    path = data.path / rel
+def _array(data: RunData, path: Path) -> np.ndarray | None:
     if not path.is_file():
         return None
     try:
@@ -75,9 +74,7 @@ def _member_names(data: RunData) -> list[str]:
     """Members in config order, then any extra folders under members/ (sorted)."""
     names = [m.get("name") for m in (data.config or {}).get("members", []) if isinstance(m, dict)]
     names = [n for n in names if isinstance(n, str)]
-    folder = data.path / "members"
-    extra = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name not in names) if folder.is_dir() else []
-    return names + extra
+    return names + [n for n in RunFolder(data.path).member_folder_names() if n not in names]
 
 
 def load_run_data(run_dir: PathLike) -> RunData:
@@ -86,17 +83,18 @@ def load_run_data(run_dir: PathLike) -> RunData:
     if not path.is_dir():
         raise RunNotFoundError(f"run folder {path} does not exist" if not path.exists() else f"{path} is not a folder")
     data = RunData(path=path)
-    data.config = _json(data, "config.json")
-    data.run_info = _json(data, "run.json")
-    data.metrics = _json(data, "metrics.json")
-    data.thresholds = _json(data, "thresholds.json")
-    data.train_labels = _array(data, "train_labels.npy")
-    data.stack_oof = _array(data, "stack_oof.npy")
+    run = RunFolder(path)
+    data.config = _json(data, run.config_file)
+    data.run_info = _json(data, run.run_file)
+    data.metrics = _json(data, run.metrics_file)
+    data.thresholds = _json(data, run.thresholds_file)
+    data.train_labels = _array(data, run.train_labels_file)
+    data.stack_oof = _array(data, run.stack_file("oof"))
     for name in _member_names(data):
-        info = _json(data, f"members/{name}/member.json")
+        info = _json(data, run.member_file(name))
         if info is not None:
             data.member_info[name] = info
-        oof = _array(data, f"members/{name}/oof.npy")
+        oof = _array(data, run.member_array_file(name, "oof"))
         if oof is not None:
             data.member_oof[name] = oof
     n = None if data.train_labels is None else data.train_labels.shape[0]
@@ -168,7 +166,7 @@ def _metrics_section(data: RunData) -> str:
     if not scores:
         return '<p class="note">No metrics.json (or it is empty): the run has not been stacked yet.</p>'
     parts = []
-    for split, label in (("oof", "Out-of-fold (train)"), ("eval", "Evaluation split")):
+    for split, label in (("oof", "Out-of-fold (train), thresholds tuned on the other folds"), ("eval", "Evaluation split")):
         rows, classes = [], []
         for model, splits in scores.items():
             ev = splits.get(split)
@@ -240,7 +238,7 @@ def build_report(run_dir: PathLike) -> Path:
     # mistyped --run stay fast
     from . import plots
 
-    out = data.path / "report"
+    out = RunFolder(data.path).report_dir
     out.mkdir(exist_ok=True)
     sections = []
     for key, title, caption, make in _FIGURES:
