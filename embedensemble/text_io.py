@@ -25,13 +25,15 @@ from typing import IO, Any, Self
 import numpy as np
 
 from .data import ID_COLUMN, TEXT_COLUMN, _clean_text, _close_match_hint
+from .delimited import _UTF16_BOMS, _detect_delimiter, _fit_row
 from .errors import DataError
 from .io import _UMASK
 from .labels import EMOTIONS
 
 FORMATS = ("csv", "jsonl", "parquet")
 STDIO = "-"
-_EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+_SHARD_EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".pq": "parquet"}
+_EXTENSIONS = {**_SHARD_EXTENSIONS, ".txt": "csv"}  # .txt/.tsv: tab-separated (SemEval); not read as shards
 csv.field_size_limit(10_000_000)
 
 
@@ -62,9 +64,9 @@ def input_files(path: str | os.PathLike) -> list[Path]:
     """``path`` itself, or the CSV/JSONL/Parquet files directly inside a folder of shards (sorted by name)."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _EXTENSIONS and not p.name.startswith("."))
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _SHARD_EXTENSIONS and not p.name.startswith("."))
         if not files:
-            raise DataError(f"holds no {'/'.join(sorted(set(_EXTENSIONS)))} files", file=path)
+            raise DataError(f"holds no {'/'.join(sorted(_SHARD_EXTENSIONS))} files", file=path)
         return files
     if not path.is_file():
         raise DataError("does not exist", file=path)
@@ -119,10 +121,14 @@ def count_rows(path: str | os.PathLike, fmt: str | None = None) -> int | None:
 
 
 def _open_text(path: str | os.PathLike, stdin: IO[bytes] | None) -> IO[str]:
+    """UTF-8 (a BOM is dropped) or, after a UTF-16 BOM, UTF-16 (Excel's "Unicode Text"), as in ``read_corpus``."""
     if str(path) == STDIO:
         raw = stdin if stdin is not None else sys.stdin.buffer
-        return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
+        raw = raw if hasattr(raw, "peek") else io.BufferedReader(raw)
+    else:
+        raw = open(path, "rb")  # noqa: SIM115 - closed with the text wrapper
+    utf16 = raw.peek(2)[:2] in _UTF16_BOMS
+    return io.TextIOWrapper(raw, encoding="utf-16" if utf16 else "utf-8-sig", newline="")
 
 
 def _columns(path: str | os.PathLike, header: Sequence[str], text_column: str, id_column: str | None) -> tuple[int, int | None]:
@@ -145,26 +151,33 @@ def _decoding_error(path: str | os.PathLike, row: int, exc: UnicodeDecodeError) 
 
 
 def _csv_records(path, text_column, id_column, stdin) -> Iterator[tuple[int, Any, str | None]]:
+    # the separator, blank-row and trailing-empty-cell rules of embedensemble.delimited, applied row by row
+    tsv = str(path) != STDIO and Path(path).suffix.lower() in (".txt", ".tsv")
     with _open_text(path, stdin) as handle:
-        reader = csv.reader(handle)
         number = 0
         try:
-            header = next((r for r in reader if r), None)
-            if header is None:
+            first = handle.readline()
+            while first and not first.strip():
+                first = handle.readline()
+            if not first:
                 raise DataError("is empty (no header row)", file=path)
-            header = [h.strip() for h in header]
+            utf16 = handle.encoding == "utf-16"
+            options = {"delimiter": "\t" if tsv else _detect_delimiter(first), "strict": True,
+                       "quoting": csv.QUOTE_NONE if tsv and not utf16 else csv.QUOTE_MINIMAL}  # SemEval TSV quotes nothing
+            header = [h.strip() for h in next(csv.reader([first], **options))]
             text_at, id_at = _columns(path, header, text_column, id_column)
-            for row in reader:
-                if not row:
-                    continue  # blank line
+            for row in csv.reader(handle, **options):
+                if not any(cell.strip() for cell in row):
+                    continue  # blank line, or a spreadsheet's row of empty cells
                 number += 1
-                if len(row) != len(header):
-                    raise DataError(f"has {len(row)} fields but the header has {len(header)}", file=path, row=number)
+                row = _fit_row(row, header, Path(path), number)
+                if "\x00" in row[text_at]:
+                    raise DataError("contains a NUL character (a binary file?)", file=path, row=number, column=text_column)
                 yield number, row[text_at], (row[id_at].strip() if id_at is not None else None)
         except UnicodeDecodeError as exc:
             raise _decoding_error(path, number + 1, exc) from None
         except csv.Error as exc:
-            raise DataError(f"could not be parsed: {exc}", file=path, row=number + 1) from None
+            raise DataError(f"could not be parsed ({exc}); a quote inside a quoted field is written as \"\"", file=path, row=number + 1) from None
 
 
 def _jsonl_records(path, text_column, id_column, stdin) -> Iterator[tuple[int, Any, str | None]]:

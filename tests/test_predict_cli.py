@@ -138,7 +138,7 @@ def test_a_failure_keeps_the_old_output_and_leaves_no_temp_file(ensemble_dir, tm
         ('{"Tweet": "hi"}\n{"Tweet": "hi"\n', "a.jsonl", [], "row 2: is not valid JSON"),
         ('{"Tweet": 5}\n', "a.jsonl", [], "row 1, column 'Tweet': tweet must be a string, got int"),
         ('{"ID": 1, "Tweet": "a"}\n{"Tweet": "b"}\n', "a.jsonl", [], "row 2, column 'ID': has no ID key 'ID'"),
-        ("ID,Tweet\n1,hello\n", "a.txt", [], "cannot tell the format from the extension '.txt'"),
+        ("ID,Tweet\n1,hello\n", "a.xlsx", [], "cannot tell the format from the extension '.xlsx'"),
         ("ID,Tweet\n1,hello\n", "a.csv", ["--id-column", "key"], "column 'key': has no ID column 'key'"),
         ("ID,Tweet\n1,hello\n", "a.csv", ["--chunk-size", "0"], "--chunk-size must be at least 1"),
     ],
@@ -157,6 +157,21 @@ def test_invalid_utf8_is_named(tmp_path):
     src.write_bytes(b"ID,Tweet\n1,ok\n2,caf\xe9\n")
     with pytest.raises(DataError, match=r"a\.csv.*is not valid UTF-8"):
         list(iter_text_chunks(src))
+
+
+@pytest.mark.parametrize(
+    "name, data",
+    [
+        ("excel.csv", "\ufeffID;Tweet;\r\n1;\"so happy; really\";\r\n;;\r\n2;sad\r\n".encode()),  # ; separator, BOM, empty rows
+        ("unicode.csv", "ID\tTweet\r\n1\t\"so happy; really\"\r\n2\tsad\r\n".encode("utf-16")),  # Excel "Unicode Text"
+        ("semeval.txt", b'ID\tTweet\n1\t"so happy; really\n2\tsad\n'),  # tab-separated, quotes are text
+    ],
+)
+def test_spreadsheet_csv_variants_read_like_the_clean_file(tmp_path, name, data):
+    (tmp_path / name).write_bytes(data)
+    chunks = list(iter_text_chunks(tmp_path / name))
+    expected = '"so happy; really' if name.endswith(".txt") else "so happy; really"
+    assert [(c.ids, c.texts) for c in chunks] == [(["1", "2"], [expected, "sad"])]
 
 
 def test_empty_input_writes_a_header_only(tmp_path):
