@@ -205,50 +205,13 @@ def _finetune(res: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-# Plain transformers + peft + bitsandbytes on an H100, Mistral-7B shape, 32 layers (issue #3's reference).
-GPU_REFERENCE = "plain transformers + peft + bitsandbytes, H100, 32 layers: bf16 embedding 648 tweets/s (batch 256, length-sorted); QLoRA r16 training 120 tweets/s at batch 32 in 58.7 GiB; batch 64 out of memory"
-
-
-def _run_order(run: str) -> tuple[int, str]:
-    """``frozen`` first, then training runs by batch size (``qlora_batch_256gc`` -> 256)."""
-    return (0, run) if run == "frozen" else (int(run.split("_")[-1].removesuffix("gc")), run)
-
-
 def _gpu(reports: list[dict[str, Any]]) -> list[str]:
-    from .gpu_check import TARGET_LAYERS, extrapolate
+    """One block per ``gpu_check_<card>.json``: both sides of one run and their ratios (benchmarks.gpu.report)."""
+    from .gpu.report import render as render_gpu_report
 
-    lines = ["### GPU check (`benchmarks/gpu_check.py`: 7B-shaped Mistral, random weights)", ""]
+    lines = ["### GPU check (`python -m benchmarks.gpu_check`: 7B-shaped Mistral, random weights, library vs plain reference in one run)", ""]
     for rep in reports:
-        s, v = rep["settings"], rep["versions"]
-        layers = rep["shape"]["measured_layers"]
-        lines.append(f"**{rep['device']}**, {rep.get('date', '?')}; torch {v['torch']}, transformers {v['transformers']}, "
-                     f"peft {v['peft']}, bitsandbytes {v['bitsandbytes']}; NF4 + LoRA r{s['lora_r']} on all projections, "
-                     f"{s['steps']} steps per run, bf16 autocast, length-bucketed batches.")
-        lines.append("")
-        rows = []
-        for run in sorted(rep["per_layers"], key=_run_order):
-            per = {int(k): r for k, r in rep["per_layers"][run].items()}
-            key = "embed" if run == "frozen" else "train"
-            at = extrapolate(per, TARGET_LAYERS, (key,))
-            line = at[f"{key}_texts_per_second_line"]
-            deepest = per[max(per)]
-            if run == "frozen":
-                what, pad = f"frozen bf16 embedding (`Encoder`, batch {s.get('embed_batch_size', 256)})", ""
-            else:
-                what = f"QLoRA training, batch {run.split('_')[-1].replace('gc', ' + gradient checkpointing')}"
-                pad = f"{100 * deepest['train_padding_fraction']:.0f}%"
-            rows.append([what, " / ".join(f"{per[c][f'{key}_texts_per_second']:.0f}" for c in sorted(per)), _f(deepest[f"{key}_peak_gib"], 1),
-                         f"≥ {at[f'{key}_texts_per_second_lower_bound']:.0f}", "–" if line is None else f"{line:.0f}",
-                         _f(at[f"{key}_peak_gib"], 1), pad, "yes" if all(r.get("finite", True) for r in per.values()) else "**no**"])
-        counts = " / ".join(map(str, layers))
-        lines += _table(["run", f"tweets/s at {counts} layers", f"peak GiB ({layers[-1]} layers)", f"{TARGET_LAYERS} layers: tweets/s, lower bound",
-                         f"{TARGET_LAYERS} layers: line fit", f"{TARGET_LAYERS} layers: peak GiB", "padding", "finite"], rows)
-        real = rep.get("real_model", {})
-        if "loss_fell" in real:
-            lines.append(f"Real model `{Path(real['backbone']).name}` (QLoRA, 12 steps): loss {real['loss_first']:.3f} → {real['loss_last']:.3f}; "
-                         f"saved and reloaded member predicts identically (max abs diff {real['reload_max_abs_diff']:.1g}).")
-            lines.append("")
-    lines += [f"Reference ({GPU_REFERENCE}).", ""]
+        lines += render_gpu_report(rep)
     return lines
 
 
