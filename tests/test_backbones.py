@@ -273,7 +273,7 @@ def test_decoder_last_token_pooling_matches_manual(tiny_mistral, cache_root):
 def test_decoder_padding_batching_and_order_do_not_change_vectors(tiny_mistral, cache_root):
     import torch
 
-    from embedensemble.backbones import last_token_pool
+    from embedensemble.backbones import pool
 
     spec = get_backbone_spec(str(tiny_mistral))
     batched = Encoder(spec, cache_root=cache_root, batch_size=3).encode(TEXTS)
@@ -289,7 +289,7 @@ def test_decoder_padding_batching_and_order_do_not_change_vectors(tiny_mistral, 
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
     with torch.no_grad():
         hidden = enc._model(input_ids=ids, attention_mask=mask).last_hidden_state
-    right = torch.nn.functional.normalize(last_token_pool(hidden, mask), dim=-1).numpy()
+    right = torch.nn.functional.normalize(pool(hidden, mask, "last_token"), dim=-1).numpy()
     np.testing.assert_allclose(batched, right, atol=2e-5)
 
 

@@ -14,10 +14,11 @@ import torch
 from synthetic import make_tweets
 from tiny_models import make_tiny_decoder, make_tiny_st_encoder
 
+from embedensemble.backbones.tokens import TextFormat, collate, last_token_index
 from embedensemble.config import MemberConfig
 from embedensemble.errors import ConfigError, NumericalError
-from embedensemble.finetune import FinetuneArgs, PooledClassifier, last_token_index
-from embedensemble.finetune.batching import TextFormat, collate, length_bucketed_batches
+from embedensemble.finetune import FinetuneArgs, PooledClassifier
+from embedensemble.finetune.batching import length_bucketed_batches
 from embedensemble.members.base import MemberContext, build_member, load_member
 
 ROOT = Path(__file__).resolve().parents[1]

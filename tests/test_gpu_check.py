@@ -15,7 +15,7 @@ import torch
 from synthetic import make_tweets
 from tiny_models import make_tiny_decoder
 
-from embedensemble.backbones.encoder import last_token_pool, left_pad
+from embedensemble.backbones.tokens import TextFormat, collate, pool
 from embedensemble.backbones.packing import SLACK_SEGMENT, embed_packed, pack, pack_rows
 from embedensemble.config import MemberConfig
 from embedensemble.members.base import MemberContext, build_member
@@ -80,9 +80,10 @@ def test_packed_embedding_equals_padded(attn):
     ids = _random_ids(40)
     packed = embed_packed(model, ids, pad_id=0, batch_size=8, width=64)
     with torch.no_grad():
-        input_ids, mask = left_pad(ids, 0)
+        padded_batch = collate(ids, TextFormat(max_length=max(map(len, ids)), padding_side="left", pad_token_id=0))
+        input_ids, mask = padded_batch["input_ids"], padded_batch["attention_mask"]
         hidden = model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).last_hidden_state
-        padded = last_token_pool(hidden, mask).numpy()
+        padded = pool(hidden, mask, "last_token").numpy()
     assert packed.shape == padded.shape
     assert _cosine(packed, padded).min() > 0.999
     np.testing.assert_allclose(packed, padded, atol=1e-4)

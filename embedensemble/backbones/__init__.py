@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from .encoder import Encoder, default_num_threads, last_token_pool, left_pad, torch_threads
+from .encoder import Encoder, default_num_threads, torch_threads
 from .presets import (
     DEFAULT_TASK,
     INSTRUCT_TEMPLATE,
@@ -18,6 +18,7 @@ from .presets import (
     is_decoder_config,
     list_presets,
 )
+from .tokens import TextFormat, collate, pool, tokenize
 from .weights import default_cache_root, load_hf_backbone, load_tokenizer, resolve_weights, weights_identity
 
 __all__ = [
@@ -27,17 +28,19 @@ __all__ = [
     "BackboneSpec",
     "Encoder",
     "PackagedWeights",
+    "TextFormat",
     "UnknownBackboneOptionError",
+    "collate",
     "default_cache_root",
     "default_num_threads",
     "get_backbone_spec",
     "is_decoder_config",
-    "last_token_pool",
-    "left_pad",
     "list_presets",
     "load_hf_backbone",
     "load_tokenizer",
+    "pool",
     "resolve_weights",
+    "tokenize",
     "torch_threads",
     "weights_identity",
 ]

@@ -20,6 +20,7 @@ from .._logging import get_logger, progress, progress_enabled, quiet_transformer
 from ..errors import ConfigError, DataError
 from ..io import stable_hash
 from .presets import BackboneSpec, get_backbone_spec
+from .tokens import TextFormat, collate, length_sorted_batches, pool, tokenize
 from .weights import (
     hf_model_dir,
     load_tokenizer,
@@ -233,73 +234,44 @@ class Encoder:
 
     # -- decoders (last-token pooling) -------------------------------------------------------------
 
+    def text_format(self) -> TextFormat:
+        """How this decoder's texts become token ids: prompt, EOS, left padding with position ids (loads the tokenizer)."""
+        self._load()
+        pad_id = self._tokenizer.pad_token_id
+        return TextFormat(
+            max_length=self.spec.max_length,
+            prompt_template=self.spec.prompt_template,
+            task=self.spec.task,
+            append_eos=self.spec.append_eos,
+            padding_side="left",
+            pad_token_id=int(pad_id if pad_id is not None else self._tokenizer.eos_token_id or 0),
+            position_ids=True,
+        )
+
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text as the decoder sees them: prompt, truncation, then EOS when ``append_eos``."""
-        self._load()
-        tokenizer = self._tokenizer
-        eos = tokenizer.eos_token_id
-        reserve = 1 if self.spec.append_eos else 0
-        encoded = tokenizer(
-            [self.spec.format_text(t) for t in texts],
-            add_special_tokens=True,
-            truncation=True,
-            max_length=self.spec.max_length - reserve,
-            padding=False,
-        )["input_ids"]
-        ids = [list(map(int, row)) for row in encoded]
-        if self.spec.append_eos:
-            ids = [row if row and row[-1] == eos else [*row, int(eos)] for row in ids]
-        return ids
+        fmt = self.text_format()  # loads the tokenizer
+        return tokenize(self._tokenizer, texts, fmt)
 
     def _encode_decoder(self, texts: list[str]) -> np.ndarray:
         import torch
 
-        ids = self.tokenize(texts)
-        pad_id = self._tokenizer.pad_token_id
-        pad_id = int(pad_id if pad_id is not None else self._tokenizer.eos_token_id or 0)
+        fmt = self.text_format()
+        ids = tokenize(self._tokenizer, texts, fmt)
         if self.packing:
             from .packing import embed_packed
 
-            return embed_packed(self._model, ids, pad_id=pad_id, batch_size=self.batch_size, normalize=self.spec.normalize,
-                                compile_layers=self.compile_layers)
-        order = np.argsort([-len(row) for row in ids], kind="stable")
-        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+            return embed_packed(self._model, ids, pad_id=fmt.pad_token_id, batch_size=self.batch_size,
+                                normalize=self.spec.normalize, compile_layers=self.compile_layers)
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         device = next(self._model.parameters()).device
+        batches = length_sorted_batches([len(row) for row in ids], self.batch_size)
         with torch.inference_mode():
             for batch in progress(batches, desc=f"Encoding ({self.spec.name})", show_progress_bar=self.show_progress_bar):
-                rows = [ids[i] for i in batch]
-                input_ids, mask = left_pad(rows, pad_id)
-                input_ids, mask = input_ids.to(device), mask.to(device)
-                position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-                hidden = self._model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids).last_hidden_state
-                vectors = last_token_pool(hidden, mask).float()
+                inputs = {k: v.to(device) for k, v in collate([ids[i] for i in batch], fmt).items()}
+                hidden = self._model(**inputs).last_hidden_state
+                vectors = pool(hidden, inputs["attention_mask"], "last_token").float()
                 if self.spec.normalize:
                     vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
                 out[batch] = vectors.cpu().numpy()
         return out
-
-
-def left_pad(rows: list[list[int]], pad_id: int) -> tuple[Any, Any]:
-    """Left-padded ``input_ids`` and ``attention_mask`` tensors for token id lists."""
-    import torch
-
-    width = max(len(r) for r in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        if row:
-            input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            mask[i, width - len(row) :] = 1
-    return input_ids, mask
-
-
-def last_token_pool(hidden: Any, mask: Any) -> Any:
-    """Hidden state of each row's last attended token (works for left and right padding)."""
-    import torch
-
-    if bool(mask[:, -1].all()):
-        return hidden[:, -1]
-    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-    last = (positions * mask).argmax(dim=1)
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]

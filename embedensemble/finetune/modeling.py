@@ -15,10 +15,10 @@ from typing import Any
 import torch
 
 from .._logging import get_logger
+from ..backbones.tokens import TextFormat
 from ..errors import ArtifactError, ConfigError
 from ..io import write_json
 from .args import FinetuneArgs
-from .batching import TextFormat
 from .checkpoint import read_tensors, write_tensors
 
 logger = get_logger(__name__)

@@ -20,9 +20,10 @@ import numpy as np
 import torch
 
 from .._logging import get_logger, progress
+from ..backbones.tokens import TextFormat, collate, length_sorted_batches
 from ..errors import NumericalError
 from .args import FinetuneArgs
-from .batching import TextFormat, collate, length_bucketed_batches, length_sorted_batches
+from .batching import length_bucketed_batches
 from .checkpoint import (
     LoopState,
     copy_trainable_state,

@@ -101,7 +101,6 @@ class FoldModel(ABC):
         so that it is refitted when they change."""
         return {}
 
-
     def _checked(self, proba: Any, n_rows: int) -> np.ndarray:
         proba = np.asarray(proba, dtype=np.float32)
         if proba.shape != (n_rows, N_LABELS):
@@ -161,13 +160,20 @@ def member_kind(config: MemberConfig) -> str:
     return claimed[0] if claimed else config.kind
 
 
-# Kinds whose module needs neither torch nor peft: imported alone, so loading them stays light.
-_LIGHT_KINDS = {"onnx-classifier": "embedensemble.onnx_member"}
+# The module of each built-in kind, named by the package ``__init__`` (:func:`declare_kinds`). A kind's
+# module is imported alone the first time the kind is asked for, so loading a light kind (a head,
+# an ONNX classifier) never imports torch or peft, and this module never imports its subclasses.
+_KIND_MODULES: dict[str, str] = {}
+
+
+def declare_kinds(modules: dict[str, str]) -> None:
+    """Name the module that registers each kind (``{"head": "embedensemble.members.head_member"}``)."""
+    _KIND_MODULES.update(modules)
 
 
 def member_class(kind: str) -> type[FoldModel]:
-    if kind in _LIGHT_KINDS and kind not in _REGISTRY:
-        importlib.import_module(_LIGHT_KINDS[kind])
+    if kind in _KIND_MODULES and kind not in _REGISTRY:
+        _import_kind_module(_KIND_MODULES[kind])
     if kind not in _REGISTRY:
         _import_builtin_kinds()
     try:
@@ -222,12 +228,14 @@ def saved_fold_dirs(member_dir: str | Path) -> list[Path]:
 
 
 def _import_builtin_kinds() -> None:
-    # Imported here, not at module top, so that torch/peft load only when a kind needs them.
-    from . import finetuned_head, head_member  # noqa: F401
-    from .. import onnx_member  # noqa: F401
+    """Import every declared kind's module (for lookups that need them all, e.g. :func:`member_kind`)."""
+    for module in dict.fromkeys(_KIND_MODULES.values()):
+        _import_kind_module(module)
 
+
+def _import_kind_module(module: str) -> None:
     try:
-        from .. import finetune  # noqa: F401
+        importlib.import_module(module)
     except ModuleNotFoundError as exc:  # fine-tuning kinds need peft; head members do not
-        if exc.name not in ("peft", "bitsandbytes", "embedensemble.finetune"):
+        if exc.name not in ("peft", "bitsandbytes"):
             raise

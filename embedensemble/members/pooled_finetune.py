@@ -12,14 +12,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from ..io import texts_digest
-from ..labels import N_LABELS
-from ..members.base import register_member
-from .checkpoint import read_tensors, write_tensors
-from .member import FinetuneMember
-from .modeling import (
+from ..finetune.checkpoint import read_tensors, write_tensors
+from ..finetune.classifiers import PooledClassifier
+from ..finetune.modeling import (
     apply_adapter,
     backbone_spec,
     hidden_size,
@@ -30,68 +26,9 @@ from .modeling import (
     save_full,
     text_format,
 )
-
-POOLINGS = ("mean", "cls", "last_token")
-
-
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Index of each row's last real token, for left or right padding alike."""
-    width = attention_mask.shape[1]
-    return width - 1 - attention_mask.flip(dims=[1]).argmax(dim=1)
-
-
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Pool token states [batch, seq, dim] into [batch, dim]."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    if pooling == "last_token":
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
-    if pooling == "mean":
-        mask = attention_mask.unsqueeze(-1).bool()
-        # masked_fill, not a product: padded positions of a decoder can hold NaN, and NaN * 0 is NaN.
-        summed = hidden.masked_fill(~mask, 0.0).sum(dim=1)
-        return summed / mask.sum(dim=1).clamp(min=1).to(hidden.dtype)
-    raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
-
-
-class PooledClassifier(nn.Module):
-    """``backbone`` -> pooled embedding -> ``Linear(hidden, n_labels)`` logits."""
-
-    def __init__(self, backbone: nn.Module, hidden: int, pooling: str, n_labels: int = N_LABELS) -> None:
-        super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
-        self.backbone = backbone
-        self.pooling = pooling
-        self.head = nn.Linear(hidden, n_labels)
-
-    def embed(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        position_ids: torch.Tensor | None = None,
-        segment_ids: torch.Tensor | None = None,
-        last_index: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        if segment_ids is not None:  # a packed batch (backbones.packing.pack): one vector per text, in input order
-            if self.pooling != "last_token":
-                raise ValueError(f"packed batches support last_token pooling only, not {self.pooling!r}")
-            from ..backbones.packing import packed_last_hidden
-
-            return packed_last_hidden(self.backbone, input_ids, position_ids, segment_ids, last_index).float()
-        extra = {} if position_ids is None else {"position_ids": position_ids}
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
-        return pool(hidden, attention_mask, self.pooling).float()
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        position_ids: torch.Tensor | None = None,
-        segment_ids: torch.Tensor | None = None,
-        last_index: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return self.head(self.embed(input_ids, attention_mask, position_ids, segment_ids, last_index))
+from ..io import texts_digest
+from .base import register_member
+from .finetune_member import FinetuneMember
 
 
 @register_member("pooled-finetune")

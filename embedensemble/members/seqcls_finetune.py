@@ -11,39 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from .._logging import get_logger
-from ..errors import ConfigError
+from ..finetune.classifiers import HEAD_NAMES, SequenceClassifierLogits, head_name
+from ..finetune.modeling import apply_adapter, backbone_spec, load_adapter, load_base, load_full, save_adapter, save_full, text_format
 from ..labels import EMOTIONS, N_LABELS
-from ..members.base import register_member
-from .member import FinetuneMember
-from .modeling import apply_adapter, backbone_spec, load_adapter, load_base, load_full, save_adapter, save_full, text_format
+from .base import register_member
+from .finetune_member import FinetuneMember
 
 logger = get_logger(__name__)
-
-HEAD_NAMES = ("score", "classifier")
-
-
-class SequenceClassifierLogits(nn.Module):
-    """Calls a (peft-wrapped) sequence classifier and returns its logits only."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        extra = {} if position_ids is None else {"position_ids": position_ids}
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
-
-
-def head_name(model: nn.Module) -> str:
-    for name in HEAD_NAMES:
-        if isinstance(getattr(model, name, None), nn.Module):
-            return name
-    raise ConfigError(f"{type(model).__name__} has none of the classification heads {list(HEAD_NAMES)}")
 
 
 @register_member("seqcls-finetune")

@@ -1,4 +1,5 @@
-"""What both fine-tuning members share: fit/predict/save/load around one logits module.
+"""What both fine-tuning members (``pooled-finetune``, ``seqcls-finetune``) share: fit/predict/save/load
+around one logits module, trained and run by the engine in :mod:`embedensemble.finetune`.
 
 A subclass builds ``self.model`` (a module mapping a padded batch to logits [batch, 11]),
 ``self.tokenizer`` and ``self.fmt`` in ``_build``, and says how its weights are saved.
@@ -17,14 +18,14 @@ import numpy as np
 import torch
 
 from .._logging import get_logger
+from ..backbones.tokens import TextFormat, tokenize
+from ..backbones.weights import resolve_device
 from ..config import MemberConfig
 from ..errors import ArtifactError, FormatVersionError, NumericalError
+from ..finetune.args import FinetuneArgs
+from ..finetune.training import StepCallback, TokenizedData, predict_outputs, train, use_bf16
 from ..io import read_json, stable_hash, write_json
-from ..backbones.weights import resolve_device
-from ..members.base import FoldModel, MemberContext
-from .args import FinetuneArgs
-from .batching import TextFormat, tokenize
-from .training import StepCallback, TokenizedData, predict_outputs, train, use_bf16
+from .base import FoldModel, MemberContext
 
 logger = get_logger(__name__)
 
