@@ -45,7 +45,7 @@ def _export_module(classifier: Any) -> Any:
     """
     import torch
 
-    from .finetune.pooled import pool
+    from .backbones.tokens import pool
 
     backbone = classifier.backbone
     takes_token_types = "token_type_ids" in inspect.signature(backbone.forward).parameters
