@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .metrics import OBJECTIVES
 
 MEMBER_KINDS = ("head", "pooled-finetune", "seqcls-finetune")  # built-in kinds; plugins may register more
 CV_MODES = ("kfold", "holdout")
 FINETUNED_FEATURES = "finetuned:"  # features "finetuned:<member>": a pooled-finetune member's fold models embed
-OBJECTIVES = ("macro_f1", "micro_f1", "jaccard")
 
 
 def _from_dict(cls: type, data: Any, where: str) -> Any:

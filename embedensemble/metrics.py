@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import f1_score
 
 from .errors import DataError
 from .labels import EMOTIONS, N_LABELS
 
+# The scores a threshold or a stacker can be chosen on (stack.objective, --objective): the one list.
 OBJECTIVES: tuple[str, ...] = ("macro_f1", "micro_f1", "jaccard")
 
 
@@ -66,6 +66,8 @@ def evaluate(y_true: Any, y_pred: Any) -> dict[str, Any]:
     with neither gold nor predicted positives is 0 (sklearn ``zero_division=0``), matching
     the official scorer's macro average.
     """
+    from sklearn.metrics import f1_score
+
     t, p = _check_pair(y_true, y_pred)
     per_label = f1_score(t, p, average=None, zero_division=0)
     return {
@@ -85,6 +87,8 @@ def objective_score(name: str, y_true: Any, y_pred: Any) -> float:
     t, p = _check_pair(y_true, y_pred)
     if name == "jaccard":
         return _jaccard(t.astype(bool), p.astype(bool))
+    from sklearn.metrics import f1_score
+
     return float(f1_score(t, p, average=name.split("_")[0], zero_division=0))
 
 

@@ -12,20 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import OBJECTIVES
 from .errors import ConfigError
 from .io import read_json, write_json
 from .labels import EMOTIONS, N_LABELS
-
-
-def _f1_curve(proba: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    """F1 of one label at every grid threshold (vectorised)."""
-    pred = proba[None, :] >= grid[:, None]
-    tp = (pred & (y[None, :] == 1)).sum(1)
-    fp = (pred & (y[None, :] == 0)).sum(1)
-    fn = (~pred & (y[None, :] == 1)).sum(1)
-    denom = 2 * tp + fp + fn
-    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+from .metrics import OBJECTIVES, f1_threshold_curve, objective_score
 
 
 def _smooth(curve: np.ndarray, width: int) -> np.ndarray:
@@ -61,7 +51,7 @@ class ThresholdOptimizer:
     def fit(self, proba: np.ndarray, labels: np.ndarray) -> ThresholdOptimizer:
         proba, labels = np.asarray(proba, dtype=np.float64), np.asarray(labels).astype(int)
         grid = self.grid
-        self.curves_ = np.stack([_f1_curve(proba[:, j], labels[:, j], grid) for j in range(N_LABELS)])
+        self.curves_ = np.stack([f1_threshold_curve(labels[:, j], proba[:, j], grid) for j in range(N_LABELS)])
         smoothed = np.stack([_smooth(c, self.smoothing) for c in self.curves_])
         pooled = grid[int(np.argmax(smoothed.mean(0)))]
         own = grid[np.argmax(smoothed, axis=1)]
@@ -74,8 +64,6 @@ class ThresholdOptimizer:
 
     def _coordinate_ascent(self, proba: np.ndarray, labels: np.ndarray, start: np.ndarray) -> np.ndarray:
         # micro-F1 and Jaccard couple the labels, so improve one threshold at a time.
-        from .metrics import objective_score
-
         thresholds = start.copy()
         for _ in range(2):
             for j in range(N_LABELS):
