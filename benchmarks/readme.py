@@ -1,8 +1,9 @@
-"""Render ``benchmarks/results/*.json`` into the README between ``<!-- results:start -->`` and ``<!-- results:end -->``.
+"""Render ``benchmarks/results/*.json`` between ``<!-- results:start -->`` and ``<!-- results:end -->``:
+the full results in ``docs/benchmarks.md``, a short headline table in the README.
 
-Every number in the block comes from the JSON files; nothing else in the README is touched.
+Every number in both blocks comes from the JSON files; nothing outside the markers is touched.
 
-    python -m benchmarks.readme [--out benchmarks/results] [--readme README.md]
+    python -m benchmarks.readme [--out benchmarks/results] [--check]
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from . import RESULTS_DIR, ROOT
+from .summary import SAME_ROWS, dev_note, headline, oof_thresholds, selection_section, splits_legend
 
+README, DOCS = ROOT / "README.md", ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 METRICS = (("macro_f1", "macro-F1"), ("micro_f1", "micro-F1"), ("jaccard", "Jaccard"))
 
 
 def _load(out: Path) -> dict[str, dict[str, Any]]:
     found = {}
-    for name in ("quality", "cv", "speed", "finetune"):
+    for name in ("quality", "cv", "speed", "finetune", "selection"):
         path = Path(out) / f"{name}.json"
         if path.is_file():
             found[name] = json.loads(path.read_text(encoding="utf-8"))
@@ -63,7 +66,7 @@ def _machine(results: dict[str, dict]) -> list[str]:
             lines.append(f"- **Machine:** {text}.")
     runs = ", ".join(f"`{n}` {r['started'][:16].replace('T', ' ')} UTC ({_secs(r.get('wall_seconds'))}, "
                      f"load average {r['machine']['load_average_at_start'][0]}, {r.get('torch_threads', '?')} torch thread(s))"
-                     for n, r in results.items())
+                     for n, r in results.items() if "wall_seconds" in r)
     lines.append(f"- **Runs:** {runs}. The machine was shared with other jobs, so absolute times are noisy; "
                  "speed comparisons are ratios measured in the same process.")
     if any(r.get("quick") for r in results.values()):
@@ -82,10 +85,11 @@ def _reused(res: dict[str, Any]) -> list[str]:
 
 
 def _quality(res: dict[str, Any]) -> list[str]:
-    lines = [f"### Quality: SemEval-2018 E-c dev ({res['n_eval']} tweets), trained on train ({res['n_train']} tweets), {res['n_folds']}-fold cross-fitting", ""]
-    rows = [[f"**stack** ({len(res['members'])} members)", "per emotion, tuned on stacker OOF", *_metric_cells(res["stack"]["eval"]), "–"]]
+    lines = [f"### Quality: SemEval-2018 E-c dev ({res['n_eval']} tweets), trained on train ({res['n_train']} tweets), {res['n_folds']}-fold cross-fitting", "",
+             "Every row is measured on dev; tuned thresholds were tuned on train out-of-fold (OOF) predictions.", ""]
+    rows = [[f"**stack** ({len(res['members'])} members)", "per emotion, tuned on stacker train OOF", *_metric_cells(res["stack"]["eval"]), "–"]]
     for name, m in res["members"].items():
-        rows.append([name, "own, tuned on OOF", *_metric_cells(m["eval"]), _secs(m.get("fit_seconds"))])
+        rows.append([name, "own, tuned on train OOF", *_metric_cells(m["eval"]), _secs(m.get("fit_seconds"))])
         rows.append([name, "0.5", *_metric_cells(m["eval_at_0.5"]), ""])
     for name, b in res.get("baselines", {}).items():
         fit = _secs(b.get("fit_seconds")) + (f" + {_secs(b['embed_seconds'])} embedding" if b.get("embed_seconds") else "")
@@ -110,14 +114,18 @@ def _quality(res: dict[str, Any]) -> list[str]:
 
 
 def _cv(res: dict[str, Any]) -> list[str]:
-    lines = [f"### Cross-validation: Kaggle train (SemEval train+dev, {res['n_train']} tweets), {res['n_folds']}-fold out-of-fold", ""]
-    rows = [["**stack**", "per emotion", *_metric_cells(res["stack"]["oof"]), "–"]]
+    lines = [f"### Cross-validation: Kaggle train (SemEval train+dev, {res['n_train']} tweets), {res['n_folds']}-fold out-of-fold", "",
+             "Every row is measured on train rows, out-of-fold: a train estimate (dev tweets are among these rows).", ""]
+    rows = [["**stack**", f"per emotion, tuned on {oof_thresholds(res['stack'])}", *_metric_cells(res["stack"]["oof"]), "–"]]
+    if SAME_ROWS in res["stack"]:
+        rows.append(["**stack**", "per emotion, tuned on these same rows (optimistic)", *_metric_cells(res["stack"][SAME_ROWS]), ""])
     for name, m in res["members"].items():
-        rows.append([name, "own, tuned on OOF", *_metric_cells(m["oof"]), _secs(m.get("fit_seconds"))])
+        rows.append([name, f"own, tuned on {oof_thresholds(m)}", *_metric_cells(m["oof"]), _secs(m.get("fit_seconds"))])
+        if SAME_ROWS in m:
+            rows.append([name, "own, tuned on these same rows (optimistic)", *_metric_cells(m[SAME_ROWS]), ""])
         rows.append([name, "0.5", *_metric_cells(m["oof_at_0.5"]), ""])
     lines += _table(["system", "thresholds", *(label for _, label in METRICS), "fit time"], rows)
-    lines.append("Tuned-threshold rows use thresholds chosen on the same out-of-fold predictions they are scored on (slightly optimistic); "
-                 "the stack's OOF probabilities come from a second level of cross-fitting.")
+    lines.append("The stack's OOF probabilities come from a second level of cross-fitting (meta-folds).")
     return lines + [""]
 
 
@@ -181,14 +189,15 @@ def _speed(res: dict[str, Any]) -> list[str]:
 
 
 def _finetune(res: dict[str, Any]) -> list[str]:
-    lines = ["### CPU fine-tuning (`experiments/finetune-cpu.json`, SemEval train -> dev)", ""]
+    lines = ["### CPU fine-tuning (`experiments/finetune-cpu.json`, SemEval train -> dev)", "",
+             "Every row is measured on dev; tuned thresholds were tuned on train OOF.", ""]
     if res.get("skipped"):
         return lines + [f"Skipped: {res.get('reason')}", ""]
     lines[0] = lines[0].replace("dev)", f"dev, {res['n_folds']}-fold cross-fitting on {res['n_train']} tweets, scored on {res['n_eval']})")
     rows = [[f"**stack with** {', '.join(res['finetuned_members'])}", "per emotion", *_metric_cells(res["stack_with_finetuned"]["eval"]), "–"],
             [f"**stack without** (only {', '.join(res['frozen_members'])})", "per emotion", *_metric_cells(res["stack_without_finetuned"]["eval"]), "–"]]
     for name, m in res["members"].items():
-        rows.append([name, "own, tuned on OOF", *_metric_cells(m["eval"]), _secs(m.get("fit_seconds"))])
+        rows.append([name, "own, tuned on train OOF", *_metric_cells(m["eval"]), _secs(m.get("fit_seconds"))])
         rows.append([name, "0.5", *_metric_cells(m["eval_at_0.5"]), ""])
     lines += _table(["system", "thresholds", *(label for _, label in METRICS), "fit time"], rows)
     c = res["comparison"]
@@ -216,38 +225,69 @@ def _gpu(reports: list[dict[str, Any]]) -> list[str]:
 
 
 def render(out: Path = RESULTS_DIR) -> str:
+    """The full results block of ``docs/benchmarks.md``."""
     results = _load(out)
     gpu = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(Path(out).glob("gpu_check_*.json"))]
     if not results and not gpu:
-        return "No benchmark results yet: run `python -m benchmarks.run`."
+        return "No benchmark results yet: run `python -m benchmarks.run`.\n"
     lines = ["Produced by `python -m benchmarks.run` from `benchmarks/results/*.json` (do not edit by hand).", ""]
-    lines += _machine(results)
-    for name, render_section in (("quality", _quality), ("cv", _cv), ("finetune", _finetune), ("speed", _speed)):
+    lines += _machine(results) + splits_legend(results)
+    for name, render_section in (("quality", _quality), ("cv", _cv), ("finetune", _finetune), ("selection", selection_section), ("speed", _speed)):
         if name in results:
             lines += render_section(results[name])
+            config = {"quality": results[name].get("config"), "finetune": "finetune-cpu"}.get(name)
+            lines += [dev_note(results, config), ""] if config else []
     if gpu:  # written by benchmarks/gpu_check.py on a CUDA machine, copied here as gpu_check_<card>.json
         lines += _gpu(gpu)
     return "\n".join(lines).rstrip() + "\n"
 
 
-def update_readme(out: Path = RESULTS_DIR, readme: Path = ROOT / "README.md") -> Path:
-    """Replace the text between the markers (and nothing else) with :func:`render`'s block."""
-    from embedensemble.io import atomic_write_text
+def render_headline(out: Path = RESULTS_DIR) -> str:
+    """The README's short block: the headline table and where the rest is."""
+    lines = ["Rendered from `benchmarks/results/*.json` by `python -m benchmarks.readme` (do not edit by hand); "
+             "every table, the machine and the speed and GPU measurements are in [docs/benchmarks.md](docs/benchmarks.md).", ""]
+    return "\n".join(lines + headline(_load(out))).rstrip() + "\n"
 
-    text = readme.read_text(encoding="utf-8")
+
+def _blocks(out: Path, readme: Path, docs: Path) -> dict[Path, str]:
+    return {readme: render_headline(out), docs: render(out)}
+
+
+def _with_block(path: Path, block: str) -> str:
+    """``path``'s text with the part between the markers replaced by ``block``."""
+    text = path.read_text(encoding="utf-8")
     if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
-        raise ValueError(f"{readme} must hold exactly one {START} ... {END} block")
+        raise ValueError(f"{path} must hold exactly one {START} ... {END} block")
     head, rest = text.split(START)
     _, tail = rest.split(END)
-    return atomic_write_text(readme, f"{head}{START}\n{render(out)}{END}{tail}")
+    return f"{head}{START}\n{block}{END}{tail}"
+
+
+def update_readme(out: Path = RESULTS_DIR, readme: Path = README, docs: Path = DOCS) -> list[Path]:
+    """Re-render the README's headline block and docs/benchmarks.md's results block (nothing else in either)."""
+    from embedensemble.io import atomic_write_text
+
+    return [atomic_write_text(path, _with_block(path, block)) for path, block in _blocks(out, readme, docs).items()]
+
+
+def stale(out: Path = RESULTS_DIR, readme: Path = README, docs: Path = DOCS) -> list[Path]:
+    """The files whose block differs from what the JSON renders (empty when both are up to date)."""
+    return [path for path, block in _blocks(out, readme, docs).items() if path.read_text(encoding="utf-8") != _with_block(path, block)]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.readme", description="render benchmark JSON into the README block")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.readme", description="render benchmark JSON into the README and docs blocks")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--docs", type=Path, default=DOCS)
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block differs from what the JSON renders")
     args = parser.parse_args(argv)
-    update_readme(args.out, args.readme)
+    if args.check:
+        outdated = stale(args.out, args.readme, args.docs)
+        for path in outdated:
+            print(f"{path}: results block is not what {args.out}/*.json renders; run `python -m benchmarks.readme`", file=sys.stderr)
+        return 1 if outdated else 0
+    update_readme(args.out, args.readme, args.docs)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""End-to-end: ``python -m benchmarks.run --quick`` on the shared data writes every section's JSON."""
+"""``python -m benchmarks.run --quick`` on the shared data writes every section's JSON (slow, e2e); the README
+and docs/benchmarks.md results blocks are what the committed JSON renders (fast)."""
 
 import json
 import subprocess
@@ -11,11 +12,18 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 METRIC_KEYS = ("macro_f1", "micro_f1", "jaccard")
 
-pytestmark = [
+QUICK_RUN_MARKS = (
     pytest.mark.e2e,
     pytest.mark.slow,
     pytest.mark.skipif(not (DATA / "semeval2018-ec").is_dir() or not (DATA / "kaggle-emotion").is_dir(), reason=f"{DATA} is missing"),
-]
+)
+
+
+def quick_run(test):
+    """Marks of the tests that read the ``--quick`` run's JSON."""
+    for mark in QUICK_RUN_MARKS:
+        test = mark(test)
+    return test
 
 
 def _check_metrics(metrics, where):
@@ -52,6 +60,7 @@ def results(tmp_path_factory):
     return {name: json.loads((out / f"{name}.json").read_text()) for name in ("quality", "cv", "speed", "finetune")}, out
 
 
+@quick_run
 def test_quality(results):
     quality = results[0]["quality"]
     _check_machine(quality)
@@ -69,6 +78,7 @@ def test_quality(results):
     assert [r["metrics"]["macro_f1"] for r in quality["references"]] == [0.528, 0.578]
 
 
+@quick_run
 def test_cv(results):
     cv = results[0]["cv"]
     _check_machine(cv)
@@ -78,6 +88,7 @@ def test_cv(results):
         _check_metrics(member["oof"], name)
 
 
+@quick_run
 def test_speed(results):
     speed = results[0]["speed"]
     _check_machine(speed)
@@ -100,23 +111,70 @@ def test_speed(results):
             _check_metrics(entry["eval"], name)
 
 
+@quick_run
 def test_finetune(results):
     finetune = results[0]["finetune"]
     _check_machine(finetune)
-    if finetune["skipped"]:
-        assert finetune["reason"]
-        return
+    # Its config is in the repository: "skipped" here would hide a failure (only an absent config may skip).
+    assert finetune["skipped"] is False, finetune.get("reason")
     _check_metrics(finetune["stack_with_finetuned"]["eval"], "stack with")
     _check_metrics(finetune["stack_without_finetuned"]["eval"], "stack without")
     assert finetune["finetuned_members"] and finetune["comparison"]["members"]
 
 
+@quick_run
 def test_readme_block_renders_from_json(results, tmp_path):
-    from benchmarks.readme import END, START, update_readme
+    from benchmarks.readme import END, START, stale, update_readme
 
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# title\n\nbefore\n\n{START}\nPLACEHOLDER-TEXT\n{END}\n\nafter\n", encoding="utf-8")
-    update_readme(results[1], readme)
-    text = readme.read_text(encoding="utf-8")
-    assert text.startswith("# title\n\nbefore\n\n" + START) and text.endswith(END + "\n\nafter\n")
-    assert "PLACEHOLDER-TEXT" not in text and "### Quality" in text and "### Speed" in text and "SpanEmo" in text
+    readme, docs = tmp_path / "README.md", tmp_path / "benchmarks.md"
+    for path in (readme, docs):
+        path.write_text(f"# title\n\nbefore\n\n{START}\nPLACEHOLDER-TEXT\n{END}\n\nafter\n", encoding="utf-8")
+    assert stale(results[1], readme, docs) == [readme, docs]
+    update_readme(results[1], readme, docs)
+    assert stale(results[1], readme, docs) == []
+    for path in (readme, docs):
+        text = path.read_text(encoding="utf-8")
+        assert text.startswith("# title\n\nbefore\n\n" + START) and text.endswith(END + "\n\nafter\n")
+        assert "PLACEHOLDER-TEXT" not in text
+    full, short = docs.read_text(encoding="utf-8"), readme.read_text(encoding="utf-8")
+    assert "### Quality" in full and "### Speed" in full and "SpanEmo" in full and "**Splits.**" in full
+    assert "| result | value | measured on | thresholds tuned on | choices made on |" in short and "### Quality" not in short
+
+
+def test_committed_readme_and_docs_blocks_equal_what_the_results_json_renders():
+    """README's headline table and docs/benchmarks.md's results are rendered from benchmarks/results/*.json, never typed."""
+    from benchmarks.readme import DOCS, README, RESULTS_DIR, stale
+
+    outdated = stale(RESULTS_DIR, README, DOCS)
+    assert outdated == [], f"{[str(p) for p in outdated]}: run `python -m benchmarks.readme` after changing benchmarks/results/*.json"
+
+
+def test_every_headline_number_names_its_split():
+    """Each headline row says which rows it is measured on, where its thresholds and the config's choices were made."""
+    from benchmarks.readme import RESULTS_DIR, render_headline
+
+    rows = [line for line in render_headline(RESULTS_DIR).splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert rows, "no headline rows"
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert len(cells) == 5 and cells[2], row
+        if "macro-F1" in cells[0]:  # a quality number: its split, thresholds and choices are named
+            assert any(split in cells[2] for split in ("dev", "OOF")), row
+            assert cells[3] not in ("", "–"), row
+
+
+def test_cache_hits_and_misses_counted_over_every_cache_object(tmp_path):
+    """benchmarks.count_cache_hits reads the library's public counters (no patching of EmbeddingCache)."""
+    import numpy as np
+
+    from benchmarks import count_cache_hits
+    from embedensemble.cache import EmbeddingCache
+
+    def compute(texts):
+        return np.ones((len(texts), 3), dtype=np.float32)
+
+    EmbeddingCache(tmp_path / "a").get_or_compute("ns", ["x"], compute)  # outside the block: not counted
+    with count_cache_hits() as stats:
+        EmbeddingCache(tmp_path / "a").get_or_compute("ns", ["x", "y", "y"], compute)  # x cached, y computed once
+        EmbeddingCache(tmp_path / "b").get_or_compute("ns", ["x"], compute)  # another object and folder
+    assert stats == {"hits": 1, "misses": 2}

@@ -1,0 +1,126 @@
+"""What each benchmark number is measured on: the README's headline table, the splits legend and the
+re-selection section of ``docs/benchmarks.md``, all rendered from ``benchmarks/results/*.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SAME_ROWS = "oof_thresholds_tuned_on_same_rows"
+
+
+def nested_oof(entry: dict[str, Any]) -> bool:
+    """Whether ``entry["oof"]`` has nested thresholds (runs stacked before nested scores tuned them on the same rows)."""
+    return SAME_ROWS in entry
+
+
+def oof_thresholds(entry: dict[str, Any]) -> str:
+    """Where the thresholds of ``entry["oof"]`` were tuned."""
+    return "the other folds' OOF (nested)" if nested_oof(entry) else "these same OOF rows (optimistic)"
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _secs(x: Any) -> str:
+    return "–" if x is None else (f"{x / 60:.1f} min" if x >= 120 else f"{x:.1f} s")
+
+
+def _row(cells: list[Any]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def chosen_on_oof(results: dict[str, dict[str, Any]], config: str) -> bool:
+    """Whether ``selection.json`` re-selected the choices of ``experiments/<config>.json`` on train OOF."""
+    selection = results.get("selection")
+    return bool(selection) and selection.get("config", "").endswith(f"{config}.json")
+
+
+def dev_note(results: dict[str, dict[str, Any]], config: str) -> str:
+    """What dev numbers of ``config`` are: a final check, or the score some of its choices were made on."""
+    if chosen_on_oof(results, config):
+        return "Dev chose nothing in this config (its choices were re-selected on train OOF, see below)."
+    return (f"Some choices of `experiments/{config}.json` were made on this dev score before dev became a final check "
+            "(not yet re-selected on train OOF), so its rows are not a held-out estimate of those choices.")
+
+
+def _choices(results: dict[str, dict[str, Any]], config: str) -> str:
+    """Where the choices of ``config`` (its file stem) were made, from ``selection.json`` when it covers them."""
+    selection = results.get("selection")
+    if chosen_on_oof(results, config):
+        held = selection["data"].get("held_out", {}).get("rows_removed", 0)
+        where = f"Kaggle train.csv{' minus the dev tweets' if held else ''}, {selection['n_folds']}-fold OOF, {len(selection['seeds'])} seed(s)"
+        return f"C, LightGBM class weights, member set: {where}"
+    if config == "finetune-cpu":
+        return "member set: SemEval dev (chosen before dev became a final check; not re-selected on OOF yet)"
+    return "SemEval dev (not re-selected on OOF yet)"
+
+
+def headline(results: dict[str, dict[str, Any]]) -> list[str]:
+    """A short table for the README: the main numbers, the split each is measured on, where thresholds and choices come from."""
+    rows = []
+    quality, cv, finetune, speed = (results.get(k) for k in ("quality", "cv", "finetune", "speed"))
+    if quality:
+        dev = f"SemEval dev ({quality['n_eval']} tweets; fitted on SemEval train, {quality['n_train']})"
+        v = quality["stack_vs_best_member"]
+        rows.append([f"default stack ({len(quality['members'])} members), macro-F1", _f(quality["stack"]["eval"]["macro_f1"]), dev,
+                     "stacker OOF of train", _choices(results, quality.get("config", "default"))])
+        rows.append([f"best single member (`{v['best_member']}`), macro-F1", _f(v["best_member_score"]), dev, "its own train OOF", "–"])
+    if cv:
+        stack = cv["stack"]
+        where = f"Kaggle train.csv, {cv['n_folds']}-fold OOF ({cv['n_train']} tweets)"
+        rows.append(["default stack, macro-F1", _f(stack["oof"]["macro_f1"]), where, oof_thresholds(stack),
+                     _choices(results, cv.get("config", "default"))])
+    if finetune and not finetune.get("skipped"):
+        c = finetune["comparison"]
+        rows.append([f"CPU fine-tune stack (+{', '.join(finetune['finetuned_members'])}), macro-F1", _f(c["stack_with_macro_f1"]),
+                     f"SemEval dev ({finetune['n_eval']} tweets)", "stacker OOF of train", _choices(results, "finetune-cpu")])
+    if speed and speed.get("main_job"):
+        job = speed["main_job"]
+        rows.append(["`make run` (default config, cold embedding cache), wall time", _secs(job["wall_seconds"]),
+                     f"Kaggle train + test ({job['n_train']} + {job['n_test']} tweets)", "–", "–"])
+    if speed and speed.get("predict"):
+        fresh = speed["predict"]["fresh_cache"]
+        rows.append(["prediction throughput (loaded ensemble, empty cache)", f"{_f(fresh['tweets_per_s'], 1)} tweets/s",
+                     f"{fresh['n_texts']} dev/test tweets", "–", "–"])
+    if not rows:
+        return ["No benchmark results yet: run `python -m benchmarks.run`."]
+    header = ["result", "value", "measured on", "thresholds tuned on", "choices made on"]
+    return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows), ""]
+
+
+def splits_legend(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Which data each section uses, and the one rule: choices on train OOF, dev scored once as a final check."""
+    quality, cv = results.get("quality"), results.get("cv")
+    lines = ["**Splits.** "]
+    if quality:
+        lines[0] += (f"SemEval-2018 E-c *train* ({quality['n_train']} tweets) fits every member, the stacker and the thresholds; "
+                     f"*dev* ({quality['n_eval']}) is scored once, as a final check. ")
+    if cv:
+        lines[0] += (f"Kaggle *train.csv* ({cv['n_train']} tweets) is SemEval train + dev under other IDs: its {cv['n_folds']}-fold "
+                     "out-of-fold (OOF) numbers are a train estimate, not a held-out one. ")
+    lines[0] += ("*OOF, nested* means each fold's thresholds were tuned on the other folds' rows only; *same rows* means they were "
+                 "tuned on the rows scored (optimistic). Published references are on SemEval *test*.")
+    return [*lines, ""]
+
+
+def selection_section(sel: dict[str, Any]) -> list[str]:
+    """The re-selection of the default config's choices (``benchmarks.selection``)."""
+    seeds = [s["seed"] for s in sel["seeds"]]
+    held = sel["data"].get("held_out", {})
+    data = f"{sel['data']['split']} ({sel['data']['n_train']} tweets" + (f"; {held['rows_removed']} dev tweets removed)" if held.get("rows_removed") else ")")
+    lines = [f"### Choices re-selected on train OOF (`python -m benchmarks.selection`, `{sel['config']}`)", "",
+             f"{data}, {sel['n_folds']}-fold OOF, seeds {', '.join(map(str, seeds))}; {sel['metric']}. Rule: {sel['rule']}.", ""]
+    rows = []
+    for choice, d in sel["decisions"].items():
+        scores = d["mean_nested_macro_f1"]
+        shown = scores if choice != "stack member set" else dict(sorted(scores.items(), key=lambda kv: -kv[1])[:5]) | {d["current"]: scores[d["current"]]}
+        for option, score in shown.items():
+            marks = [m for m, on in (("current", option == str(d["current"])), ("**chosen**", option == str(d["chosen"]))) if on]
+            per_seed = " / ".join(_f(x, 4) for x in d["per_seed"][option])
+            rows.append([choice, f"`{option}`", _f(score, 4), per_seed, ", ".join(marks)])
+    header = ["choice", "option", "mean OOF macro-F1 (nested)", "per seed", ""]
+    lines += [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows), ""]
+    changed = [c for c, d in sel["decisions"].items() if d["changed"]]
+    lines.append(f"Changed: {', '.join(changed)}." if changed else "Every current default is kept: no option beat it clearly on OOF.")
+    return [*lines, ""]
