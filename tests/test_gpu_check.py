@@ -15,8 +15,8 @@ import torch
 from synthetic import make_tweets
 from tiny_models import make_tiny_decoder
 
-from embedensemble.backbones.tokens import TextFormat, collate, pool
 from embedensemble.backbones.packing import SLACK_SEGMENT, embed_packed, pack, pack_rows
+from embedensemble.backbones.tokens import TextFormat, collate, pool
 from embedensemble.config import MemberConfig
 from embedensemble.members.base import MemberContext, build_member
 
@@ -133,3 +133,84 @@ def test_packing_is_rejected_for_sequence_classifiers(tmp_path):
 
     with pytest.raises(ConfigError, match="'packing'"):
         FinetuneArgs.from_params({"packing": True}, kind="seqcls-finetune", where="member 'x'")
+
+
+# -- the one-command check and its README rendering -------------------------------------------------
+
+
+def _report(reference: dict | None) -> dict:
+    """A format-2 report with made-up figures (a rendering fixture, not a measurement)."""
+    return {
+        "format": 2, "date": "2000-01-01", "device": "Test Card", "card": {"name": "Test Card"}, "layers": 32,
+        "versions": {"torch": "x"}, "workload": {"lengths": "test"}, "reference": reference,
+        "library": {
+            "embed": {"padded": {"batch": 256, "packing": False, "tweets_per_s": 500.0, "peak_GiB": 20.0, "finite": True},
+                      "packed": {"batch": 256, "packing": True, "tweets_per_s": 1200.0, "peak_GiB": 19.0, "finite": True}},
+            "embed_equivalence": {"packed_vs_padded": {"min_cosine": 0.995, "mean_cosine": 0.999}},
+            "train": {"b32_padded": {"batch": 32, "packing": False, "gradient_checkpointing": False, "lora_r": 16,
+                                     "tweets_per_s": 150.0, "peak_GiB": 50.0, "finite": True},
+                      "b32_packed": {"batch": 32, "packing": True, "gradient_checkpointing": False, "lora_r": 16,
+                                     "tweets_per_s": 300.0, "peak_GiB": 30.0, "finite": True},
+                      "b256_packed": {"batch": 256, "packing": True, "gradient_checkpointing": False, "lora_r": 16,
+                                      "tweets_per_s": 900.0, "peak_GiB": 90.0, "finite": True}},
+            "train_equivalence": {"b32_packed_vs_b32_padded": {"max_abs_diff": 0.001, "max_rel_diff": 0.003, "steps": 12}},
+        },
+    }
+
+
+def test_render_computes_ratios_from_both_sides_and_says_not_measured_without_a_reference():
+    from benchmarks.gpu.report import render, targets
+
+    reference = {"embed_bf16": {"batch": 256, "tweets_per_s": 600.0}, "qlora_train": {"batch": 32, "tweets_per_s": 120.0, "peak_GiB": 58.7}}
+    text = "\n".join(render(_report(reference)))
+    assert "| 1200 | 600 | 2.00× |" in text and "| 300 | 120 | 2.50× |" in text
+    by_what = {t["what"].split(" ≥")[0].split(" (")[0]: t for t in targets(_report(reference))}
+    assert by_what["frozen bf16 embedding"]["met"] is True and by_what["frozen bf16 embedding"]["setting"] == "packed"
+    at_batch = by_what["QLoRA training at the reference's batch"]
+    assert at_batch["setting"] == "b32_packed" and at_batch["value"] == "2.50×" and at_batch["met"] is True
+    assert by_what["best QLoRA batch/checkpointing setting"]["setting"] == "b32_packed"  # b256 is over 80 GB
+    missing = "\n".join(render(_report({"missing": "exit code 1: no bitsandbytes"})))
+    runs = [line.split(" | ") for line in missing.splitlines() if line.startswith(("| frozen bf16 embedding,", "| QLoRA r"))]
+    assert len(runs) == 5 and all(cells[3] == "not measured" and cells[4] == "not measured" for cells in runs)
+    assert "not measured (exit code 1: no bitsandbytes)" in missing
+    assert "| frozen bf16 embedding ≥ 1.5× reference | `packed` | not measured | not measured |" in missing
+
+
+@pytest.mark.slow
+def test_gpu_check_tiny_dry_run_writes_both_sides_and_renders_in_the_readme(tmp_path):
+    pytest.importorskip("bitsandbytes")
+    out = tmp_path / "results" / "gpu_check_cpu.json"
+    reference = REFERENCE if REFERENCE.is_file() else None
+    command = [sys.executable, "-m", "benchmarks.gpu_check", "--tiny", "--n-embed", "32", "--train", "32,32p", "--out", str(out)]
+    command += ["--reference", str(reference)] if reference else ["--no-reference"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == report
+    assert report["format"] == 2 and report["complete"] and report["layers"] == 2
+    assert {"torch", "transformers", "peft", "bitsandbytes"} <= set(report["versions"])
+    lib = report["library"]
+    assert set(lib["embed"]) == {"padded", "packed"} and set(lib["train"]) == {"b32_padded", "b32_packed"}
+    assert lib["embed_equivalence"]["packed_vs_padded"]["min_cosine"] > 0.999
+    assert lib["train_equivalence"]["b32_packed_vs_b32_padded"]["max_rel_diff"] < 1e-4
+    assert lib["train"]["b32_packed"]["padding_fraction"] < lib["train"]["b32_padded"]["padding_fraction"]
+    for row in [*lib["embed"].values(), *lib["train"].values()]:
+        assert row["tweets_per_s"] > 0 and row["finite"]
+
+    from benchmarks.readme import render
+
+    text = render(out.parent)
+    assert "### GPU check" in text and "CPU dry run" in text
+    if reference:
+        assert report["reference"]["qlora_train"]["batch"] == 32
+        expected = lib["embed"]["packed"]["tweets_per_s"] / report["reference"]["embed_bf16"]["tweets_per_s"]
+        assert f"| {expected:.2f}× |" in text
+    # Without its reference side the same report renders "not measured" where the ratios were.
+    report["reference"] = {"missing": "removed by the test"}
+    out.write_text(json.dumps(report))
+    text = render(out.parent)
+    assert "Reference side: not measured (removed by the test)" in text
+    assert "| padded" not in text and "library / reference" in text
+    rows = [line for line in text.splitlines() if line.startswith("| frozen bf16 embedding, ")]
+    assert rows and all(line.split(" | ")[4] == "not measured" for line in rows)
