@@ -88,10 +88,6 @@ class EmbeddingCache:
     def __repr__(self) -> str:
         return f"EmbeddingCache({str(self.root)!r}, hits={self.hits}, misses={self.misses})"
 
-    def reset_counters(self) -> None:
-        self.hits = 0
-        self.misses = 0
-
     def namespaces(self) -> list[str]:
         return sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
 

@@ -41,10 +41,6 @@ class Corpus:
     def __len__(self) -> int:
         return len(self.texts)
 
-    @property
-    def has_labels(self) -> bool:
-        return self.labels is not None
-
     def subset(self, rows: Sequence[int] | np.ndarray) -> Corpus:
         rows = np.asarray(rows, dtype=int)
         labels = None if self.labels is None else self.labels[rows]

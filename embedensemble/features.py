@@ -16,8 +16,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._logging import get_logger
-from .errors import ArtifactError, ConfigError, FormatVersionError
-from .io import load_tensors, read_json, save_tensors, texts_digest, write_json
+from .errors import ArtifactError, ConfigError
+from .io import check_format_version, load_tensors, read_json, save_tensors, texts_digest, write_json
 
 if TYPE_CHECKING:
     from .context import MemberContext
@@ -139,10 +139,7 @@ class TfidfFeatures:
         if not (path / "features.json").is_file():
             raise ArtifactError(f"{path} is not saved TF-IDF features (no features.json)")
         meta = read_json(path / "features.json")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise FormatVersionError(
-                f"{path}: features format version {meta.get('format_version')!r}, this library reads {FORMAT_VERSION}"
-            )
+        check_format_version(meta, FORMAT_VERSION, path, "features format")
         if meta.get("kind") != TFIDF:
             raise ArtifactError(f"{path}: features kind {meta.get('kind')!r} is not {TFIDF!r}")
         params = dict(meta["params"])

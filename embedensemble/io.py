@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ArtifactError
+from .errors import ArtifactError, FormatVersionError
 
 PathLike = str | os.PathLike
 _UMASK = os.umask(0)
@@ -61,6 +61,17 @@ def read_json(path: PathLike) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"{path} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+
+
+def check_format_version(meta: Any, expected: int, where: PathLike, what: str = "format") -> None:
+    """Refuse (:class:`FormatVersionError`) saved metadata whose ``format_version`` is not ``expected``.
+
+    The one check every saved part (head, TF-IDF features, fine-tuned member) makes before reading
+    the rest, so they all refuse alike: ``"<where>: <what> version 2, this library reads 1"``.
+    """
+    version = meta.get("format_version") if isinstance(meta, dict) else None
+    if version != expected:
+        raise FormatVersionError(f"{where}: {what} version {version!r}, this library reads {expected}")
 
 
 def _json_default(obj: Any) -> Any:
@@ -110,10 +121,6 @@ def sha256_file(path: PathLike, chunk_size: int = 1 << 20) -> str:
         for block in iter(lambda: handle.read(chunk_size), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def texts_digest(texts: Sequence[str]) -> str:

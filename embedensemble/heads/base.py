@@ -20,8 +20,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from .._logging import get_logger
-from ..errors import ArtifactError, ConfigError, FormatVersionError
-from ..io import read_json, write_json
+from ..errors import ArtifactError, ConfigError
+from ..io import check_format_version, read_json, write_json
 
 logger = get_logger(__name__)
 
@@ -165,10 +165,7 @@ class Head(ABC):
         if not (path / "head.json").is_file():
             raise ArtifactError(f"{path} is not a saved head (no head.json)")
         meta = read_json(path / "head.json")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise FormatVersionError(
-                f"{path}: head format version {meta.get('format_version')!r}, this library reads {FORMAT_VERSION}"
-            )
+        check_format_version(meta, FORMAT_VERSION, path, "head format")
         name = meta.get("head")
         if name not in _HEADS:
             raise ArtifactError(f"{path}: unknown head {name!r}; known heads are {available_heads()}")

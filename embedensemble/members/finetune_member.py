@@ -21,10 +21,10 @@ from .._logging import get_logger
 from ..backbones.tokens import TextFormat, tokenize
 from ..backbones.weights import resolve_device
 from ..config import MemberConfig
-from ..errors import ArtifactError, FormatVersionError, NumericalError
+from ..errors import ArtifactError, NumericalError
 from ..finetune.args import FinetuneArgs
 from ..finetune.training import StepCallback, TokenizedData, predict_outputs, train, use_bf16
-from ..io import read_json, stable_hash, write_json
+from ..io import check_format_version, read_json, stable_hash, write_json
 from .base import FoldModel, MemberContext
 
 logger = get_logger(__name__)
@@ -140,10 +140,7 @@ class FinetuneMember(FoldModel):
         if not (path / META_FILE).is_file():
             raise ArtifactError(f"{path} has no {META_FILE}")
         meta = read_json(path / META_FILE)
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise FormatVersionError(
-                f"{path / META_FILE}: format version {meta.get('format_version')!r}, this library reads {FORMAT_VERSION}"
-            )
+        check_format_version(meta, FORMAT_VERSION, path / META_FILE)
         member = cls(config, context)
         member._build(training=False)
         member._load_weights(path)
