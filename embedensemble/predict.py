@@ -10,9 +10,10 @@ thresholds) or probabilities (``--proba``). The input is read ``--chunk-size`` r
 each chunk is scored and written before the next is read, so memory stays bounded; the output
 file appears atomically when every row is written (``-`` or no ``--output``: stdout, as it goes).
 
-Thread policy (shared with ``embedensemble.serve``): :func:`set_thread_policy` sets torch's
+Thread policy (shared with ``embedensemble.serve``): :func:`set_thread_policy` fixes torch's
 intra-op threads once per process, to ``--threads``, else ``$OMP_NUM_THREADS``, else torch's
-default (the physical cores); one batch is scored at a time and uses all of them.
+default (the physical cores), without importing torch itself; one batch is scored at a time and
+uses all of them.
 
 The embedding cache is off by default here: scoring new tweets would fill it with entries that
 are never read again. ``--use-cache`` turns it on (useful when the same tweets are scored again).
@@ -36,25 +37,32 @@ from .text_io import FORMATS, STDIO, PredictionWriter, count_rows, detect_format
 logger = get_logger("embedensemble.predict")  # not "__main__" when run with -m
 DEFAULT_CHUNK_SIZE = 1000
 _threads: int | None = None
+_policy_set = False
 
 
-def set_thread_policy(threads: int | None = None) -> int:
-    """Set torch's intra-op thread count once for this process and return it.
+def set_thread_policy(threads: int | None = None) -> int | None:
+    """Fix torch's intra-op thread count once for this process; returns it (``None``: torch's default, untouched).
 
-    Later calls (from a second loader in the same process) keep the first value instead of
-    resizing the pool under running work.
+    torch is not imported for this: when it is not loaded yet (TF-IDF or ONNX-only ensembles never
+    load it), ``threads`` goes to ``$OMP_NUM_THREADS``, which torch reads when a member first imports
+    it. Later calls keep the first choice instead of resizing the pool under running work.
     """
-    global _threads
-    if _threads is not None:
+    global _threads, _policy_set
+    if _policy_set:
         return _threads
-    import torch
-
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {threads}")
     env = os.environ.get("OMP_NUM_THREADS", "")
-    _threads = threads or (int(env) if env.isdigit() and int(env) > 0 else torch.get_num_threads())
-    torch.set_num_threads(_threads)
-    logger.debug("torch intra-op threads: %d", _threads)
+    _threads = threads or (int(env) if env.isdigit() and int(env) > 0 else None)
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        if _threads is not None:
+            torch.set_num_threads(_threads)
+        _threads = torch.get_num_threads()
+    elif _threads is not None:
+        os.environ["OMP_NUM_THREADS"] = str(_threads)
+    _policy_set = True
+    logger.debug("intra-op threads: %s", _threads or "torch's default")
     return _threads
 
 

@@ -227,3 +227,33 @@ def test_subprocess_error_exits_2_without_traceback(ensemble_dir, tmp_path):
     proc = _cli("--ensemble", ensemble_dir, "--input", src, "--output", tmp_path / "o.csv")
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: file {src}, row 2, column 'Tweet': empty tweet"
+
+
+class FakeTorch(types.ModuleType):
+    def __init__(self):
+        super().__init__("torch")
+        self.threads = 8
+
+    def set_num_threads(self, n):
+        self.threads = n
+
+    def get_num_threads(self):
+        return self.threads
+
+
+@pytest.mark.parametrize("torch_loaded", [False, True])
+def test_thread_policy_is_set_once_without_importing_torch(monkeypatch, torch_loaded):
+    monkeypatch.setattr(predict_cli, "_policy_set", False)
+    monkeypatch.setattr(predict_cli, "_threads", None)
+    monkeypatch.setenv("OMP_NUM_THREADS", "")
+    fake = FakeTorch()
+    if torch_loaded:
+        monkeypatch.setitem(sys.modules, "torch", fake)
+    else:
+        monkeypatch.delitem(sys.modules, "torch", raising=False)
+    assert predict_cli.set_thread_policy(3) == 3
+    assert predict_cli.set_thread_policy(5) == 3  # the first choice stays
+    if torch_loaded:
+        assert fake.threads == 3
+    else:
+        assert os.environ["OMP_NUM_THREADS"] == "3" and "torch" not in sys.modules
