@@ -65,7 +65,7 @@ def test_bad_row_in_a_shard_names_file_and_row(tmp_path):
     rows = _tricky_rows(12)
     rows[9] = ("id9", "   ")
     folder = _write_inputs(tmp_path / "in", rows)
-    shard = [s for s in plan_shards(folder / "c.parquet", 2) if s.first_row <= 2 <= s.first_row + s.n_rows - 1][0]
+    shard = next(s for s in plan_shards(folder / "c.parquet", 2) if s.first_row <= 2 <= s.first_row + s.n_rows - 1)
     with pytest.raises(DataError, match=r"c\.parquet, row 2, column 'Tweet': empty tweet"):
         read_shard(shard, text_column="Tweet", id_column=None)
 

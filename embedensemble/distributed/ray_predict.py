@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import errors
 from .._logging import get_logger
 from ..data import TEXT_COLUMN
-from .. import errors
 from ..errors import ArtifactError, ConfigError, EmbedEnsembleError
 from ..io import read_json, sha256_file, write_json
 from .shards import Shard, input_signature, plan_shards, read_shard
