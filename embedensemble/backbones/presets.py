@@ -187,7 +187,9 @@ PACKAGED_WEIGHTS: dict[str, PackagedWeights] = {
 }
 
 
-def _decoder(name: str, source: str, *, hint: str, max_length: int = 256, append_eos: bool = False, **kw: Any) -> BackboneSpec:
+def _decoder(
+    name: str, source: str, *, hint: str | None = None, max_length: int = 256, append_eos: bool = False, **kw: Any
+) -> BackboneSpec:
     return BackboneSpec(
         name=name,
         source=source,
@@ -357,17 +359,7 @@ def _spec_from_folder(name: str, source: str, folder: Path | None) -> BackboneSp
         return BackboneSpec(name=name, source=source)
     config = _read_json(folder / "config.json")
     if is_decoder_config(config) and not (folder / "modules.json").is_file():
-        return BackboneSpec(
-            name=name,
-            source=source,
-            family="decoder",
-            pooling="last_token",
-            prompt_template=INSTRUCT_TEMPLATE,
-            task=DEFAULT_TASK,
-            append_eos=False,
-            normalize=True,
-            max_length=256,
-        )
+        return _decoder(name, source)
     max_length = _read_json(folder / "sentence_bert_config.json").get("max_seq_length")
     return BackboneSpec(
         name=name,
