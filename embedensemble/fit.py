@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", help="embedding/weights cache (default $EMBEDENSEMBLE_CACHE or ~/.cache/embedensemble)")
     parser.add_argument("--device", help="torch device for backbones, e.g. cpu or cuda")
     parser.add_argument("--stack", action="store_true", help="stack the run right after fitting")
+    parser.add_argument("--engine", choices=("local", "ray"), default="local", help="local (this process) or ray (folds and members as Ray tasks; pip install embedensemble[ray])")
+    parser.add_argument("--address", help="Ray cluster address (--engine ray; default: start Ray locally)")
+    parser.add_argument("--num-workers", type=int, help="Ray tasks at once (--engine ray; default: the cluster's CPUs)")
     add_verbosity(parser)
     return parser
 
@@ -68,7 +71,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = args.run or Path("artifacts") / config.name
     info = {"data_dir": str(Path(splits.files["train"]).parent.resolve()), "data_kind": splits.kind, "files": splits.files}
     info["eval_overlap"] = splits.overlap.get("eval")  # eval rows that are train tweets, excluded by load_dataset
-    fit_members(config, splits.train, run_dir, test=splits.test, eval=splits.eval, data_info=info)
+    if args.engine == "ray":
+        from .distributed.ray_fit import fit_members_ray
+
+        fit_members_ray(config, splits.train, run_dir, test=splits.test, eval=splits.eval, data_info=info, address=args.address, num_workers=args.num_workers)
+    elif args.address or args.num_workers:
+        raise ConfigError("--address and --num-workers apply to --engine ray only")
+    else:
+        fit_members(config, splits.train, run_dir, test=splits.test, eval=splits.eval, data_info=info)
     print(f"fitted {len(config.members)} member(s) into {run_dir}")
     if args.stack:
         stack_and_print(run_dir)

@@ -156,8 +156,9 @@ def predict_with_ray(
     ``address``: a Ray cluster (``auto``, ``ray://host:10001``); default: join the Ray instance this
     process already runs, else start a local one (shut down on return).
     """
-    import ray
+    from .ray_fit import import_ray
 
+    ray = import_ray()
     if batch_size < 1 or rows_per_shard < 1:
         raise ConfigError(f"batch_size and rows_per_shard must be at least 1, got {batch_size} and {rows_per_shard}")
     if num_workers is not None and num_workers < 1:
