@@ -22,6 +22,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--objective", choices=OBJECTIVES, help="threshold objective (default: the config's, macro_f1)")
     parser.add_argument("--members", help="comma-separated subset of finished members to stack")
     parser.add_argument("--no-report", action="store_true", help="skip the plots and HTML report")
+    parser.add_argument(
+        "--refit-full",
+        action="store_true",
+        help="then retrain each member once on all train rows -> ensemble_full/ (embedensemble.refit)",
+    )
     add_verbosity(parser)
     return parser
 
@@ -33,6 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise RunNotFoundError(f"run folder {args.run} does not exist")
     members = [m.strip() for m in args.members.split(",")] if args.members else None
     stack_and_print(args.run, args.objective, members, not args.no_report)
+    if args.refit_full:
+        from .refit import main as refit_main
+
+        return refit_main(["--run", str(args.run), *(["--members", args.members] if args.members else [])])
     return 0
 
 
