@@ -42,19 +42,22 @@ MAX_BATCH_TOKENS = 64 * 48
 
 
 def onnx_num_threads() -> int:
-    """Threads for ONNX Runtime, by the same rule as :func:`embedensemble.backbones.default_num_threads`.
+    """Threads for ONNX Runtime, by the rule of :func:`embedensemble.backbones.default_num_threads` for torch.
 
-    ``EMBEDENSEMBLE_NUM_THREADS`` if set; else the usable CPUs, or one thread when the machine is
-    oversubscribed (1-min load average >= CPUs + threads): spinning worker threads then wait on
-    each other's descheduled peers. Written without torch so this path never imports it.
+    ``EMBEDENSEMBLE_NUM_THREADS`` if set; else ``OMP_NUM_THREADS`` (which torch reads; ``predict
+    --threads`` sets it) capped at the usable CPUs, else the usable CPUs; and one thread when the
+    machine is oversubscribed (1-min load average >= CPUs + threads): spinning worker threads then
+    wait on each other's descheduled peers. Written without torch so this path never imports it.
     """
     wanted = os.environ.get(THREADS_ENV, "")
     if wanted.isdigit() and int(wanted) > 0:
         return int(wanted)
     available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if available > 1 and hasattr(os, "getloadavg") and os.getloadavg()[0] >= 2 * available:
+    omp = os.environ.get("OMP_NUM_THREADS", "")
+    threads = min(int(omp), available) if omp.isdigit() and int(omp) > 0 else available
+    if threads > 1 and hasattr(os, "getloadavg") and os.getloadavg()[0] >= available + threads:
         return 1
-    return available
+    return threads
 
 
 def length_batches(lengths: np.ndarray, batch_size: int = BATCH_SIZE, max_tokens: int = MAX_BATCH_TOKENS) -> list[np.ndarray]:

@@ -197,3 +197,21 @@ def test_length_batches_cover_every_text_once_within_the_token_budget():
     assert sorted(flat.tolist()) == list(range(len(lengths)))
     for batch in batches:
         assert len(batch) <= 16 and (len(batch) == 1 or len(batch) * lengths[batch].max() <= 256)
+
+
+def test_onnx_threads_follow_the_library_policy(monkeypatch):
+    import os
+
+    from embedensemble.onnx_member import onnx_num_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    monkeypatch.delenv("EMBEDENSEMBLE_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert onnx_num_threads() == 4
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # what `predict --threads 2` sets
+    assert onnx_num_threads() == 2
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 9.0, 9.0))  # oversubscribed: one thread
+    assert onnx_num_threads() == 1
+    monkeypatch.setenv("EMBEDENSEMBLE_NUM_THREADS", "3")  # an explicit setting wins
+    assert onnx_num_threads() == 3
