@@ -2,7 +2,8 @@
 
     python -m benchmarks.selection [--seeds 42,7,1234] [--out benchmarks/results/selection.json]
 
-Choices, each scored by out-of-fold (OOF) macro-F1 over 5 folds, for several fold/model seeds:
+Choices, each scored by out-of-fold (OOF) macro-F1 over 5 folds, for several fold/model seeds, on train.csv
+without the SemEval dev tweets it contains (so that dev stays a check that chose nothing):
 
 * the logistic-regression ``C`` of each logreg member (TF-IDF, MiniLM, mpnet features);
 * the LightGBM member's ``class_weight`` (``"balanced"`` vs none);
@@ -30,6 +31,7 @@ import numpy as np
 from . import RESULTS_DIR, ROOT, logger, machine_info, now_iso, setup_logging
 
 DATA = ROOT.parent / "shared" / "data" / "kaggle-emotion"
+SEMEVAL = ROOT.parent / "shared" / "data" / "semeval2018-ec"
 C_GRID = (0.25, 0.5, 1.0, 2.0, 4.0)
 LOGREG_FEATURES = ("tfidf", "minilm", "mpnet")
 CLASS_WEIGHTS = ("balanced", None)
@@ -68,26 +70,25 @@ def candidates(default: Any, features: tuple[str, ...] = LOGREG_FEATURES) -> tup
     return members, choices
 
 
+def _optimizer(stack: Any) -> Any:
+    from embedensemble.thresholds import ThresholdOptimizer
+
+    return ThresholdOptimizer("macro_f1", stack.threshold_step, stack.threshold_shrinkage, stack.threshold_prior_count)
+
+
 def nested_macro_f1(proba: np.ndarray, labels: np.ndarray, folds: np.ndarray, stack: Any) -> float:
     """Macro-F1 of OOF probabilities with each fold's thresholds tuned on the other folds' rows only."""
     from embedensemble.metrics import evaluate
-    from embedensemble.thresholds import ThresholdOptimizer
+    from embedensemble.stacking import nested_threshold_predictions
 
-    predicted = np.zeros(labels.shape, dtype=np.int8)
-    for k in np.unique(folds):
-        rest, held = folds != k, folds == k
-        optimizer = ThresholdOptimizer("macro_f1", stack.threshold_step, stack.threshold_shrinkage, stack.threshold_prior_count)
-        predicted[held] = optimizer.fit(proba[rest], labels[rest]).predict(proba[held])
-    return round(evaluate(labels, predicted)["macro_f1"], 5)
+    return round(evaluate(labels, nested_threshold_predictions(_optimizer(stack), proba, labels, folds))["macro_f1"], 5)
 
 
 def same_rows_macro_f1(proba: np.ndarray, labels: np.ndarray, stack: Any) -> float:
     """Macro-F1 with thresholds tuned on the very rows scored (optimistic; reported for comparison)."""
     from embedensemble.metrics import evaluate
-    from embedensemble.thresholds import ThresholdOptimizer
 
-    optimizer = ThresholdOptimizer("macro_f1", stack.threshold_step, stack.threshold_shrinkage, stack.threshold_prior_count)
-    return round(evaluate(labels, optimizer.fit(proba, labels).predict(proba))["macro_f1"], 5)
+    return round(evaluate(labels, _optimizer(stack).fit(proba, labels).predict(proba))["macro_f1"], 5)
 
 
 def score_seed(default: Any, members: list[Any], choices: dict[str, dict[str, Any]], train: Any, seed: int, runs: Path) -> dict[str, Any]:
@@ -148,6 +149,21 @@ def decide(choices: dict[str, dict[str, Any]], seeds: list[dict[str, Any]]) -> d
     return decisions
 
 
+def _without_held_out(train: Any, held_out: Path | None) -> tuple[Any, dict[str, Any]]:
+    """``train`` without the rows whose (normalised) text is one of ``held_out``'s eval tweets."""
+    from embedensemble import load_dataset
+    from embedensemble.data import overlap_mask
+
+    if not held_out or not str(held_out):
+        return train, {"folder": None, "rows_removed": 0}
+    dev = load_dataset(held_out).eval
+    if dev is None:
+        raise ValueError(f"{held_out} has no eval split to hold out")
+    keep = np.flatnonzero(~overlap_mask(dev, train))
+    logger.info("held out %d train rows that are %s eval tweets; selecting on %d rows", len(train) - len(keep), held_out, len(keep))
+    return train.subset(keep), {"folder": str(held_out), "split": "eval (dev)", "rows_removed": len(train) - len(keep)}
+
+
 def main(argv: list[str] | None = None) -> int:
     from embedensemble import EnsembleConfig, load_dataset
 
@@ -157,28 +173,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DATA, help="a Kaggle-style folder; only its train.csv is used")
     parser.add_argument("--features", default=",".join(LOGREG_FEATURES),
                         help="features whose members are re-selected (and stacked); a backbone left out is not embedded")
+    parser.add_argument("--held-out", type=Path, default=SEMEVAL,
+                        help="a data folder whose eval (dev) tweets are removed from train first, so that dev stays a final check "
+                             "(Kaggle train.csv holds every SemEval dev tweet); '' keeps every row")
     parser.add_argument("--runs", type=Path, default=ROOT / "artifacts" / "selection")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "selection.json")
     args = parser.parse_args(argv)
     setup_logging(quick=False)
     default = EnsembleConfig.load(args.config)
     members, choices = candidates(default, tuple(f.strip() for f in args.features.split(",") if f.strip()))
-    train = load_dataset(args.data).train
+    train, removed = _without_held_out(load_dataset(args.data).train, args.held_out)
     started, seeds = now_iso(), []
     for seed in (int(s) for s in args.seeds.split(",")):
         seeds.append(score_seed(default, members, choices, train, seed, args.runs))
-        _write(args, default, train, started, seeds, choices)  # after every seed: a long run keeps its progress
-    result = _write(args, default, train, started, seeds, choices)
+        _write(args, default, train, removed, started, seeds, choices)  # after every seed: a long run keeps its progress
+    result = _write(args, default, train, removed, started, seeds, choices)
     for choice, d in result["decisions"].items():
         logger.info("%s: current %s, best %s (%s), chosen %s", choice, d["current"], d["best"], d["best_minus_current"], d["chosen"])
     return 0
 
 
-def _write(args: argparse.Namespace, default: Any, train: Any, started: str, seeds: list[dict[str, Any]], choices: dict[str, Any]) -> dict[str, Any]:
+def _write(args: argparse.Namespace, default: Any, train: Any, removed: dict[str, Any], started: str, seeds: list[dict[str, Any]], choices: dict[str, Any]) -> dict[str, Any]:
     from embedensemble.io import write_json
 
     result = {"section": "selection", "machine": machine_info(), "started": started, "finished": now_iso(),
-              "data": {"folder": str(args.data), "split": "Kaggle train.csv (SemEval-2018 E-c train+dev)", "n_train": len(train)},
+              "data": {"folder": str(args.data), "split": "Kaggle train.csv (SemEval-2018 E-c train+dev) without the dev tweets",
+                       "n_train": len(train), "held_out": removed},
               "config": str(args.config.relative_to(ROOT) if args.config.is_relative_to(ROOT) else args.config),
               "n_folds": default.cv.n_folds, "metric": "macro-F1 on OOF predictions, thresholds tuned on the other folds (nested)",
               "rule": f"change a default only if the best option beats it in every seed and by >= {MIN_GAIN} on average",
