@@ -122,8 +122,13 @@ def train(
     fingerprint: str = "",
     step_callback: StepCallback | None = None,
     show_progress_bar: bool | None = None,
+    parallel: Any = None,
 ) -> dict[str, Any]:
-    """Train the trainable parameters of ``model`` in place; returns statistics and the loss history."""
+    """Train the trainable parameters of ``model`` in place; returns statistics and the loss history.
+
+    ``parallel``: this process's :class:`~embedensemble.distributed.ddp.DataParallel` part when
+    several processes train one model (each takes its rows of every batch; same loss curve).
+    """
     bf16 = use_bf16(args, device)
     weights = pos_weight_vector(args, train_data.labels)
     loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=None if weights is None else torch.as_tensor(weights, device=device))
@@ -151,6 +156,7 @@ def train(
 
     plans: dict[int, list[np.ndarray]] = {}
     stats = {"examples": 0, "real_tokens": 0, "padded_tokens": 0}
+    forward = parallel.wrap(model) if parallel is not None else model
     model.train()
     start = time.perf_counter()
     remaining = range(state.step, total_steps)
@@ -163,25 +169,31 @@ def train(
         n_step = sum(len(idx) for idx in micro)
         optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
-        for idx in micro:
+        for m, idx in enumerate(micro):
+            n_rows, scale, sync = len(idx), 1.0, contextlib.nullcontext()
+            if parallel is not None:  # this process's rows; DDP's gradient mean becomes the sum
+                idx, n_rows = parallel.local_rows(idx)
+                scale, sync = parallel.loss_scale, parallel.sync(forward, m == len(micro) - 1)
             batch = {k: v.to(device) for k, v in collate([train_data.ids[i] for i in idx], fmt).items()}
             target = torch.as_tensor(train_data.labels[idx], device=device)
-            with autocast(bf16, device):
-                logits = model(**batch)
+            with sync, autocast(bf16, device):
+                logits = forward(**batch)
             # Each micro-batch's mean is weighted by its share of the step, so grad_accum=2 with
             # batch 8 equals batch 16.
-            loss = loss_fn(logits.float(), target) * (len(idx) / n_step)
+            loss = loss_fn(logits.float(), target) * (n_rows / n_step * scale)
             if not torch.isfinite(loss):
                 # Stop before the step: a NaN update would poison every weight and the checkpoints after it.
                 raise NumericalError(
                     f"fine-tuning diverged at step {state.step + 1}: the loss is {float(loss)} "
                     "(try a lower 'lr', 'max_grad_norm', or precision 'fp32'); the last checkpoint is kept"
                 )
-            loss.backward()
-            step_loss += float(loss.detach())
-            stats["examples"] += len(idx)
+            loss.backward()  # under no_sync above, DDP keeps this micro-batch's gradients local
+            step_loss += float(loss.detach()) / scale
+            stats["examples"] += n_rows
             stats["real_tokens"] += int(batch["attention_mask"].sum())
             stats["padded_tokens"] += int(batch["attention_mask"].numel())
+        if parallel is not None:
+            step_loss = parallel.sum(step_loss)
         if args.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(list(trainable_state(model).values()), args.max_grad_norm)
         optimizer.step()
@@ -195,7 +207,8 @@ def train(
             best_weights = _evaluate(model, eval_data, fmt, args, loss_fn, device, bf16, state, record, best_weights)
         state.history.append(record)
         logger.debug("step %d/%d loss %.4f", state.step, total_steps, step_loss)
-        if workdir is not None and state.step % args.save_every_steps == 0 and state.step < total_steps:
+        main = parallel is None or parallel.is_main  # one process writes the checkpoints
+        if main and workdir is not None and state.step % args.save_every_steps == 0 and state.step < total_steps:
             save_checkpoint(
                 workdir,
                 model=model,

@@ -1,0 +1,83 @@
+"""Data-parallel fine-tuning: 2 processes (gloo, CPU) follow the loss curve of one process with the same global batch."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from embedensemble.backbones.tokens import TextFormat
+from embedensemble.distributed.ddp import DataParallel, current, run_processes
+from embedensemble.finetune.args import FinetuneArgs
+from embedensemble.finetune.classifiers import PooledClassifier
+from embedensemble.finetune.training import TokenizedData, train
+from embedensemble.labels import N_LABELS
+
+VOCAB, HIDDEN = 40, 16
+
+
+def _data(n=37, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = [[1, *rng.integers(3, VOCAB, size=int(rng.integers(3, 12))).tolist(), 2] for _ in range(n)]
+    labels = np.zeros((n, N_LABELS), dtype=np.float32)
+    for i, row in enumerate(ids):  # labels a tiny model can learn: which token ranges a text holds
+        labels[i, [t % N_LABELS for t in row[1:4]]] = 1.0
+    return TokenizedData(ids, labels)
+
+
+def _model():
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=VOCAB, hidden_size=HIDDEN, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,  # no dropout: masks would differ by process
+    )
+    return PooledClassifier(BertModel(config), HIDDEN, "mean")
+
+
+def _fit(parallel, out_file, params):
+    model = _model()
+    args = FinetuneArgs.from_params({"adapter": "none", "lr": 5e-3, "warmup_ratio": 0.0, **params}, kind="pooled-finetune")
+    stats = train(model, _data(), TextFormat(max_length=16), args, seed=7, device=torch.device("cpu"), parallel=parallel)
+    if parallel is None or parallel.is_main:
+        weights = {k: v.detach().numpy().ravel().tolist() for k, v in model.state_dict().items()}
+        with open(out_file, "w") as f:
+            json.dump({"loss": [r["loss"] for r in stats["history"]], "weights": weights, "examples": stats["examples"]}, f)
+
+
+@pytest.mark.slow  # two spawned processes import torch + transformers: ~25 s each on a busy CPU
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"batch_size": 8, "max_steps": 12},  # 37 rows: the epoch's last batch is odd-sized
+        {"batch_size": 3, "grad_accum": 3, "max_steps": 8, "max_grad_norm": 0.5},  # accumulation, clipping
+    ],
+)
+def test_two_processes_follow_the_single_process_loss_curve(tmp_path, params):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _fit(None, tmp_path / "one.json", params)
+    finally:
+        torch.set_num_threads(before)
+    run_processes(_fit, 2, tmp_path / "two.json", params, port=29500 + np.random.default_rng().integers(1000))
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
+    assert len(one["loss"]) == len(two["loss"]) == params["max_steps"]
+    np.testing.assert_allclose(two["loss"], one["loss"], rtol=1e-5, atol=1e-6)
+    assert one["loss"][-1] < one["loss"][0]  # it learned something: the curves compared are not flat
+    for name, values in one["weights"].items():
+        np.testing.assert_allclose(two["weights"][name], values, rtol=1e-4, atol=1e-5, err_msg=name)
+    assert two["examples"] < one["examples"]  # rank 0 saw only its share of the rows
+
+
+def test_rows_split_without_overlap_and_small_batches_still_sync():
+    rows = np.arange(7)
+    parts = [DataParallel(r, 3).local_rows(rows) for r in range(3)]
+    assert sorted(np.concatenate([p for p, _ in parts]).tolist()) == rows.tolist()
+    assert sum(n for _, n in parts) == 7
+    mine, counted = DataParallel(2, 3).local_rows(np.arange(2))
+    assert counted == 0 and len(mine) == 1  # runs one row at weight 0 so the gradient exchange happens
+    assert current() is None  # no process group here: single-process training
+    with pytest.raises(ValueError):
+        DataParallel(2, 2)
