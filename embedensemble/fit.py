@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="JSON config (see experiments/); default: the built-in CPU config")
     parser.add_argument("--data", type=Path, help=f"data folder (Kaggle or SemEval-2018 E-c files); default ${DATA_ENV} or ../shared/data/kaggle-emotion")
     parser.add_argument("--eval", type=Path, dest="eval_path", help="labelled evaluation file (default: the SemEval dev file when present)")
-    parser.add_argument("--run", type=Path, help="run folder (default: artifacts/<config name>)")
+    parser.add_argument("--run", "--run-dir", dest="run", type=Path, help="run folder (default: artifacts/<config name>); --run-dir under torchrun, whose own parser takes --run for --run-path")
     parser.add_argument("--members", help="comma-separated subset of the config's members to fit")
     parser.add_argument("--folds", type=int, help="override cv.n_folds")
     parser.add_argument("--seed", type=int, help="override the seed (folds and models)")
@@ -71,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = args.run or Path("artifacts") / config.name
     info = {"data_dir": str(Path(splits.files["train"]).parent.resolve()), "data_kind": splits.kind, "files": splits.files}
     info["eval_overlap"] = splits.overlap.get("eval")  # eval rows that are train tweets, excluded by load_dataset
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: one fine-tune on several GPUs (distributed/ddp.py)
+        from .distributed.ddp import rank_run_dir
+
+        run_dir = rank_run_dir(run_dir)
     if args.engine == "ray":
         from .distributed.ray_fit import fit_members_ray
 

@@ -14,13 +14,19 @@ exchanges only adapter gradients; for QLoRA each process loads the 4-bit base on
 
 Hooked into :func:`embedensemble.finetune.training.train` through its ``parallel`` argument;
 :func:`current` returns the hook when this process is part of a process group of two or more.
+
+A run: ``torchrun --nproc_per_node=8 -m embedensemble.fit --config C.json --members NAME --run R``
+(see :func:`rank_run_dir`): every rank runs the same cross-fit, the fine-tuning steps in
+data parallel, and rank 0 writes the run folder.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -100,6 +106,28 @@ def init_from_env(backend: str | None = None) -> DataParallel | None:
     if not dist.is_initialized():
         dist.init_process_group(backend or ("nccl" if device is not None else "gloo"))
     return current(device)
+
+
+def rank_run_dir(run_dir: str | os.PathLike) -> Path:
+    """Under ``torchrun``: join the process group and give this process its run folder.
+
+    Rank 0 fits into ``run_dir``. Every other rank trains the same models in lockstep (its rows of
+    each batch) and writes into ``<run_dir>.ddp-rank<k>``, a copy of ``run_dir`` made before
+    anyone starts, so every rank skips the same finished folds and resumes from the same
+    checkpoints (only rank 0 writes checkpoints). Outside torchrun: ``run_dir`` itself.
+    """
+    run_dir = Path(run_dir)
+    parallel = init_from_env()
+    if parallel is None or parallel.is_main:
+        if parallel is not None:
+            parallel.barrier()  # the others copy the folder as it is now
+        return run_dir
+    mine = run_dir.with_name(f"{run_dir.name}.ddp-rank{parallel.rank}")
+    shutil.rmtree(mine, ignore_errors=True)
+    if run_dir.is_dir():
+        shutil.copytree(run_dir, mine, ignore=shutil.ignore_patterns(".lock"))
+    parallel.barrier()
+    return mine
 
 
 def run_processes(fn: Callable[..., Any], world_size: int, *args: Any, port: int = 29531) -> None:
