@@ -236,7 +236,7 @@ def render(out: Path = RESULTS_DIR) -> str:
         if name in results:
             lines += render_section(results[name])
             config = {"quality": results[name].get("config"), "finetune": "finetune-cpu"}.get(name)
-            lines += [dev_note(results, config), ""] if config else []
+            lines += [dev_note(results, config, name), ""] if config else []
     if gpu:  # written by benchmarks/gpu_check.py on a CUDA machine, copied here as gpu_check_<card>.json
         lines += _gpu(gpu)
     return "\n".join(lines).rstrip() + "\n"

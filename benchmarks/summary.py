@@ -36,17 +36,32 @@ def chosen_on_oof(results: dict[str, dict[str, Any]], config: str) -> bool:
     return bool(selection) and selection.get("config", "").endswith(f"{config}.json")
 
 
-def dev_note(results: dict[str, dict[str, Any]], config: str) -> str:
+def stale_after_selection(results: dict[str, dict[str, Any]], section: str) -> list[str]:
+    """Choices the re-selection changed after ``section`` was measured (its numbers are for the old defaults)."""
+    selection, res = results.get("selection"), results.get(section)
+    if not selection or not res or res.get("started", "") > selection.get("finished", ""):
+        return []
+    return [choice for choice, d in selection["decisions"].items() if d["changed"]]
+
+
+def dev_note(results: dict[str, dict[str, Any]], config: str, section: str = "quality") -> str:
     """What dev numbers of ``config`` are: a final check, or the score some of its choices were made on."""
+    changed = stale_after_selection(results, section) if chosen_on_oof(results, config) else []
+    if changed:
+        return (f"These rows were measured before the re-selection on train OOF changed {', '.join(changed)}: "
+                "they are for the earlier defaults; re-run `python -m benchmarks.run` for the current ones.")
     if chosen_on_oof(results, config):
         return "Dev chose nothing in this config (its choices were re-selected on train OOF, see below)."
     return (f"Some choices of `experiments/{config}.json` were made on this dev score before dev became a final check "
             "(not yet re-selected on train OOF), so its rows are not a held-out estimate of those choices.")
 
 
-def _choices(results: dict[str, dict[str, Any]], config: str) -> str:
-    """Where the choices of ``config`` (its file stem) were made, from ``selection.json`` when it covers them."""
+def _choices(results: dict[str, dict[str, Any]], config: str, section: str) -> str:
+    """Where the choices of ``config`` (its file stem) behind ``section``'s numbers were made (``selection.json`` when it covers them)."""
     selection = results.get("selection")
+    changed = stale_after_selection(results, section) if chosen_on_oof(results, config) else []
+    if changed:
+        return f"earlier defaults, partly chosen on SemEval dev (re-selection on train OOF has since changed {', '.join(changed)})"
     if chosen_on_oof(results, config):
         held = selection["data"].get("held_out", {}).get("rows_removed", 0)
         where = f"Kaggle train.csv{' minus the dev tweets' if held else ''}, {selection['n_folds']}-fold OOF, {len(selection['seeds'])} seed(s)"
@@ -64,17 +79,17 @@ def headline(results: dict[str, dict[str, Any]]) -> list[str]:
         dev = f"SemEval dev ({quality['n_eval']} tweets; fitted on SemEval train, {quality['n_train']})"
         v = quality["stack_vs_best_member"]
         rows.append([f"default stack ({len(quality['members'])} members), macro-F1", _f(quality["stack"]["eval"]["macro_f1"]), dev,
-                     "stacker OOF of train", _choices(results, quality.get("config", "default"))])
+                     "stacker OOF of train", _choices(results, quality.get("config", "default"), "quality")])
         rows.append([f"best single member (`{v['best_member']}`), macro-F1", _f(v["best_member_score"]), dev, "its own train OOF", "–"])
     if cv:
         stack = cv["stack"]
         where = f"Kaggle train.csv, {cv['n_folds']}-fold OOF ({cv['n_train']} tweets)"
         rows.append(["default stack, macro-F1", _f(stack["oof"]["macro_f1"]), where, oof_thresholds(stack),
-                     _choices(results, cv.get("config", "default"))])
+                     _choices(results, cv.get("config", "default"), "cv")])
     if finetune and not finetune.get("skipped"):
         c = finetune["comparison"]
         rows.append([f"CPU fine-tune stack (+{', '.join(finetune['finetuned_members'])}), macro-F1", _f(c["stack_with_macro_f1"]),
-                     f"SemEval dev ({finetune['n_eval']} tweets)", "stacker OOF of train", _choices(results, "finetune-cpu")])
+                     f"SemEval dev ({finetune['n_eval']} tweets)", "stacker OOF of train", _choices(results, "finetune-cpu", "finetune")])
     if speed and speed.get("main_job"):
         job = speed["main_job"]
         rows.append(["`make run` (default config, cold embedding cache), wall time", _secs(job["wall_seconds"]),
