@@ -94,3 +94,14 @@ def test_refit_cli_prints_where_it_wrote(refitted, capsys):
     assert main(["--run", str(refitted["run"].path), "-q"]) == 0
     out = capsys.readouterr().out
     assert "eval macro-F1: K-fold" in out and str(Path(refitted["run"].full_ensemble_dir)) in out
+
+
+def test_stack_refit_full_flag_writes_the_full_ensemble(refitted):
+    import shutil
+
+    from embedensemble.stack import main as stack_main
+
+    run = refitted["run"]
+    shutil.rmtree(run.full_ensemble_dir)
+    assert stack_main(["--run", str(run.path), "--no-report", "--refit-full", "-q"]) == 0
+    assert (run.full_ensemble_dir / "manifest.json").is_file()
