@@ -165,3 +165,15 @@ def test_foreign_output_folder_is_refused(tmp_path, tiny_ensemble):
     (tmp_path / "out" / "notes.txt").write_text("mine")
     with pytest.raises(ArtifactError, match="not empty"):
         predict_with_ray(saved, folder, tmp_path / "out")
+
+
+def test_worker_count_fits_the_cluster():
+    from embedensemble.distributed.ray_predict import _worker_count
+    from embedensemble.errors import ConfigError
+
+    assert _worker_count({"CPU": 2.0}, None, 1, 0, pending=10) == 2
+    assert _worker_count({"CPU": 2.0}, 4, 1, 0, pending=10) == 2  # actors that cannot be placed are not started
+    assert _worker_count({"CPU": 8.0}, None, 1, 0, pending=3) == 3  # no idle actors: one per pending shard at most
+    assert _worker_count({"CPU": 8.0, "GPU": 2.0}, None, 1, 0.5, pending=10) == 4
+    with pytest.raises(ConfigError, match="GPU"):
+        _worker_count({"CPU": 8.0}, None, 1, 1, pending=10)

@@ -238,14 +238,16 @@ def _rebuild_error(error: dict) -> EmbedEnsembleError:
 
 
 def _worker_count(resources: dict, requested: int | None, cpus_per_worker: float, num_gpus: float, pending: int) -> int:
-    if requested is not None:
-        return min(requested, pending)
-    if num_gpus > 0:
-        gpus = resources.get("GPU", 0)
-        if gpus < num_gpus:
-            raise ConfigError(f"num_gpus={num_gpus} per worker, but the Ray cluster has {gpus} GPU(s)")
-        return max(1, min(int(gpus // num_gpus), pending))
-    return max(1, min(int(resources.get("CPU", 1) // cpus_per_worker), pending))
+    """Actors to start: ``requested`` or what the cluster holds now, at most one per pending shard."""
+    gpus, cpus = resources.get("GPU", 0), resources.get("CPU", 1)
+    if num_gpus > 0 and gpus < num_gpus:
+        raise ConfigError(f"num_gpus={num_gpus} per worker, but the Ray cluster has {gpus} GPU(s)")
+    capacity = max(1, int(gpus // num_gpus) if num_gpus > 0 else int(cpus // cpus_per_worker))
+    if requested is not None and requested > capacity:
+        # Actors that can never be placed would leave the pool waiting; an autoscaling cluster
+        # that grows later is not seen here, so say what happened.
+        logger.warning("%d workers requested, but the cluster fits %d now (%s CPU, %s GPU); starting %d", requested, capacity, cpus, gpus, capacity)
+    return max(1, min(requested or capacity, capacity, pending))
 
 
 def _plan(ensemble_dir: Path, input_path: Path, output_dir: Path, options: dict, resume: bool) -> list[Shard]:
