@@ -106,3 +106,21 @@ def test_embedding_cache_shared_by_concurrent_ray_tasks(tmp_path, ray_session):
     seen = sorted({t for results in outputs for chosen, _ in results for t in chosen})
     np.testing.assert_array_equal(fresh.get_or_compute("fake", seen, lambda t: pytest.fail(f"recomputed {len(t)} texts")), _fake_embedding(seen))
     assert fresh.misses == 0 and fresh.hits == len(seen)
+
+
+@pytest.mark.slow
+def test_fit_cli_engine_ray(tmp_path, ray_session):
+    from embedensemble.errors import ConfigError
+    from embedensemble.fit import main
+
+    data = write_kaggle(tmp_path / "data", n_train=60, n_test=10)
+    config = EnsembleConfig(name="cli", members=[MemberConfig(name="tfidf-logreg", features="tfidf", head="logreg")], cv=CVConfig(n_folds=2),
+                            cache_dir=str(tmp_path / "cache"))
+    config.save(tmp_path / "config.json")
+    common = ["--config", str(tmp_path / "config.json"), "--data", str(data)]
+    assert main([*common, "--run", str(tmp_path / "ray"), "--engine", "ray", "--num-workers", "2"]) == 0
+    assert main([*common, "--run", str(tmp_path / "seq")]) == 0
+    oof = [load_array(RunFolder(tmp_path / r).member("tfidf-logreg").array_file("oof")) for r in ("ray", "seq")]
+    np.testing.assert_array_equal(oof[0], oof[1])
+    with pytest.raises(ConfigError, match="--engine ray only"):
+        main([*common, "--run", str(tmp_path / "x"), "--num-workers", "2"])
