@@ -10,11 +10,12 @@ from __future__ import annotations
 import numpy as np
 from synthetic import write_semeval
 
-from embedensemble import EmotionEnsemble, EnsembleConfig
+from embedensemble import EnsembleConfig
 from embedensemble.config import CVConfig, MemberConfig
 from embedensemble.data import Corpus, load_dataset
 from embedensemble.io import read_json
 from embedensemble.run_folder import RunFolder
+from embedensemble.training import fit_ensemble
 
 from . import simple_member  # noqa: F401  registers the "test-bow" member kind
 
@@ -39,7 +40,7 @@ def test_permuting_eval_labels_changes_no_choice(tmp_path):
     fitted = {}
     for name, eval_split in (("true", splits.eval), ("permuted", shuffled)):
         run = RunFolder(tmp_path / name)
-        ensemble = EmotionEnsemble(_config()).fit(splits.train, run_dir=run.path, eval=eval_split, test=splits.test)
+        ensemble = fit_ensemble(_config(), splits.train, run_dir=run.path, eval=eval_split, test=splits.test)
         fitted[name] = (ensemble, read_json(run.metrics_file))
     (a, metrics_a), (b, metrics_b) = fitted["true"], fitted["permuted"]
 
