@@ -81,3 +81,33 @@ def test_rows_split_without_overlap_and_small_batches_still_sync():
     assert current() is None  # no process group here: single-process training
     with pytest.raises(ValueError):
         DataParallel(2, 2)
+
+
+@pytest.mark.slow
+def test_torchrun_fit_trains_each_fold_on_two_ranks(tmp_path):
+    """``torchrun -m embedensemble.fit``: rank 0 writes the run, each rank trained on half of every batch."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from embedensemble.io import read_json
+    from tests.synthetic import write_kaggle
+    from tests.tiny_models import make_tiny_st_encoder
+
+    encoder = make_tiny_st_encoder(tmp_path / "encoder")
+    data = write_kaggle(tmp_path / "data", n_train=60, n_test=10)
+    params = {"adapter": "none", "lr": 2e-3, "max_steps": 4, "batch_size": 8, "warmup_ratio": 0.0, "predict_batch_size": 16}
+    config = {"name": "ddp", "members": [{"name": "tiny-ft", "kind": "pooled-finetune", "backbone": str(encoder), "params": params}],
+              "cv": {"n_folds": 2}, "cache_dir": str(tmp_path / "cache")}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "embedensemble.fit",
+               "--config", str(tmp_path / "config.json"), "--data", str(data), "--run-dir", str(tmp_path / "run")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1], env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert read_json(tmp_path / "run" / "members" / "tiny-ft" / "member.json")["status"] == "done"
+    assert (tmp_path / "run.ddp-rank1" / "members" / "tiny-ft" / "oof.npy").is_file()
+    for k in (0, 1):
+        stats = read_json(tmp_path / "run" / "members" / "tiny-ft" / f"fold_{k}" / "finetune.json")["train_stats"]
+        assert stats["steps"] == 4 and stats["examples"] == 15  # batches 8, 8, 8, 6 of 30 rows: rank 0 took 4 + 4 + 4 + 3
