@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "scaleout.json"
 DOC = ROOT / "docs" / "scaleout.md"
 BEGIN, END = "<!-- scaleout-benchmark:begin -->", "<!-- scaleout-benchmark:end -->"
+PLAN_BEGIN, PLAN_END = "<!-- scaleout-plan:begin -->", "<!-- scaleout-plan:end -->"
 TARGETS = {"two_vs_one_min": 1.8, "ray_vs_local_max": 1.10, "oof_atol": 1e-6}
 ROWS_PER_SHARD = 10_000
 
@@ -269,13 +270,72 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_doc(block: str, doc: Path = DOC) -> None:
+def render_plan(result: dict[str, Any], n_plan: int = 10_000_000, gpus: int = 8) -> str:
+    """The 10M-tweets / 8-GPU plan, its arithmetic done on measured rates (this file's and the other benchmarks')."""
+    p = result.get("predict")
+    if not p:
+        return ""
+    results = RESULTS.parent
+    speed = json.loads((results / "speed.json").read_text()) if (results / "speed.json").is_file() else None
+    gpu = json.loads((results / "gpu_check_h200.json").read_text()) if (results / "gpu_check_h200.json").is_file() else None
+    two = p["runs"][f"ray_{p['n']}_2w"]
+    overhead = 1 - sum(w["busy_s"] for w in two["per_worker"]) / (two["wall_s"] * len(two["per_worker"]))
+    plan = p["csv_planning"]
+    mb_per_row = plan["csv_mb"] / p["n"]
+    shards = -(-n_plan // 20_000)
+    lines = [
+        f"Arithmetic on measured rates (rendered by `python -m benchmarks.scaleout --render-only`); {n_plan:,} tweets, {gpus} GPUs.",
+        "",
+        (f"1. **Driver** (one CPU process, the node that runs `predict --engine ray --address auto`): plans {shards:,} shards of 20,000 rows. "
+        f"A CSV of {n_plan:,} tweets like the synthetic ones is about {mb_per_row * n_plan / 1024:.1f} GB; at the measured "
+        f"{plan['mb_per_s']:.0f} MB/s planning takes about {mb_per_row * n_plan / plan['mb_per_s'] / 60:.1f} min (Parquet input: "
+        "row counts from the footer, no pass). It then only streams shard descriptions and collects one small record per shard."),
+        (f"2. **Actors**: one per GPU (`--num-gpus 1`: {gpus} actors), each loading the ensemble once. Engine cost measured here: "
+        f"with 2 actors, {100 * overhead:.0f}% of actor wall time was spent outside scoring (start, ensemble load, shard read/write), on "
+        f"{p['n']:,} rows; it is per actor and per shard, so it shrinks as shards are scored more slowly on bigger models."),
+    ]
+    n_train = result.get("fit", {}).get("n_train", 7724)
+    if gpu:
+        frozen = gpu["synthetic"]["frozen"]["embed_texts_per_second_lower_bound"]
+        qlora = gpu["synthetic"]["qlora_batch_128"]["embed_texts_per_second_lower_bound"]
+        train = gpu["synthetic"]["qlora_batch_128"]["train_texts_per_second_lower_bound"]
+        peak = gpu["synthetic"]["frozen"]["embed_peak_gib"]
+        lines += [
+            (f"3. **7B members on the GPUs** (H200 rates from `benchmarks/results/gpu_check_h200.json`, 32-layer lower bounds): a frozen 7B "
+            f"embedding at >= {frozen:.0f} tweets/s per GPU is {n_plan / (gpus * frozen) / 60:.0f} min for {n_plan:,} tweets on {gpus} GPUs; "
+            f"a QLoRA fine-tuned 7B at >= {qlora:.0f} tweets/s per GPU is {n_plan / (gpus * qlora) / 60:.0f} min per model pass. A fine-tuned "
+            f"member cross-fitted with K folds runs K models per tweet, so ship the refitted ensemble (`ensemble_full`, one model per member): "
+            f"with K = 5 the same member would take {5 * n_plan / (gpus * qlora) / 3600:.1f} h. Peak GPU memory of the frozen 7B embedding "
+            f"(lower bound) was {peak:.0f} GiB of the H200's 141 GiB."),
+            (f"4. **Fitting on the same {gpus} GPUs**: `fit --engine ray` puts each fold on its own GPU (K = 5 folds: 5 GPUs busy, no "
+            f"communication); QLoRA trained at >= {train:.0f} tweets/s per H200 (batch 128), so a fold of 3 epochs (the default) over 80% of "
+            f"{n_train:,} Kaggle train tweets takes about {0.8 * n_train * 3 / train / 60:.1f} min. DDP (`torchrun --nproc_per_node={gpus}`) is for one "
+            "fine-tune too long for one GPU (a large training set): its measured property here is equality of the loss curve, not speed."),
+        ]
+    if speed:
+        cpu_rate = speed["predict"]["no_cache"]["tweets_per_s"]
+        threads = speed["predict"]["no_cache"]["torch_threads"]
+        lines.append(
+            f"5. **Without GPUs**: the default CPU ensemble (TF-IDF, MiniLM, mpnet) scored {cpu_rate:.1f} tweets/s with {threads} threads "
+            f"(`benchmarks/results/speed.json`); at that rate per {threads} cores, {n_plan:,} tweets need "
+            f"{n_plan / cpu_rate / 3600:.0f} hours of a {threads}-core worker, e.g. {n_plan / cpu_rate / 3600 / 32:.1f} h on 32 such actors."
+        )
+    lines.append(
+        f"6. **Memory and restarts**: an actor holds one shard (peak RSS with the TF-IDF ensemble: "
+        f"{p['peak_rss_mb_per_worker'][str(p['n'] // 10)]:.0f} MB at {p['n'] // 10:,} rows, {p['peak_rss_mb_per_worker'][str(p['n'])]:.0f} MB "
+        f"at {p['n']:,} rows), so its memory is the model plus one shard whatever the input size; a lost node costs its shards in "
+        "flight, and a rerun of the same command skips every finished shard."
+    )
+    return "\n".join(lines)
+
+
+def write_doc(block: str, doc: Path = DOC, *, begin: str = BEGIN, end: str = END) -> None:
     text = doc.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{doc} lacks the markers {BEGIN} / {END}")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    doc.write_text(f"{head}{BEGIN}\n{block}\n{END}{tail}", encoding="utf-8")
+    if begin not in text or end not in text:
+        raise SystemExit(f"{doc} lacks the markers {begin} / {end}")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    doc.write_text(f"{head}{begin}\n{block}\n{end}{tail}", encoding="utf-8")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -299,7 +359,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     write_doc(render(result))
+    write_doc(render_plan(result), begin=PLAN_BEGIN, end=PLAN_END)
     print(render(result))
+    print(render_plan(result))
     return 0
 
 

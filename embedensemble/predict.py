@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--engine", choices=("local", "ray"), default="local", help="local (this process) or ray (Ray Data, writes Parquet shards)")
     parser.add_argument("--address", help="Ray cluster address (--engine ray; default: start Ray locally)")
     parser.add_argument("--num-workers", type=int, help="Ray actors (--engine ray)")
+    parser.add_argument("--num-gpus", type=float, default=0, help="GPUs per Ray actor, e.g. 1 or 0.5 (--engine ray; default 0: CPU actors)")
+    parser.add_argument("--no-resume", action="store_true", help="--engine ray: start the output folder afresh instead of skipping finished shards")
     add_verbosity(parser)
     return parser
 
@@ -168,6 +170,8 @@ def _run_ray(args: argparse.Namespace) -> int:
         address=args.address,
         num_workers=args.num_workers,
         batch_size=args.chunk_size,
+        num_gpus=args.num_gpus,
+        resume=not args.no_resume,
     )
     return 0
 
@@ -179,8 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(f"--chunk-size must be at least 1, got {args.chunk_size}")
     if args.engine == "ray":
         return _run_ray(args)
-    if args.address or args.num_workers:
-        raise ConfigError("--address and --num-workers apply to --engine ray only")
+    if args.address or args.num_workers or args.num_gpus or args.no_resume:
+        raise ConfigError("--address, --num-workers, --num-gpus and --no-resume apply to --engine ray only")
     # check the input's format and columns before paying for the model load
     if args.input != STDIO:
         next(iter_text_chunks(args.input, text_column=args.text_column, id_column=args.id_column, chunk_size=1, fmt=args.input_format), None)

@@ -202,6 +202,7 @@ def test_ray_engine_passes_the_options_to_predict_with_ray(ensemble_dir, tmp_pat
     assert run(*argv) == 0
     assert calls == [((ensemble_dir, str(src), str(tmp_path / "shards")), {
         "text_column": "Tweet", "id_column": "ID", "proba": True, "address": "ray://head:10001", "num_workers": 2, "batch_size": 64,
+        "num_gpus": 0, "resume": True,
     })]
 
 
