@@ -120,11 +120,13 @@ def test_ray_prediction_equals_in_process_and_resumes(tmp_path, ray_session, tin
     lost, unmarked = result.shards_written[3], result.shards_written[7]
     os.remove(shard_paths(out, lost)[0])
     os.remove(shard_paths(out, unmarked)[1])
+    (out / f".{lost}.parquet.x1y2.tmp").write_bytes(b"half a file")  # what a killed writer leaves
     kept = {name: shard_paths(out, name)[1].stat().st_mtime_ns for name in result.shards_written if name not in (lost, unmarked)}
     again = predict_with_ray(saved, folder, out, proba=True, num_workers=2, rows_per_shard=8, batch_size=3)
     assert sorted(again.shards_written) == sorted([lost, unmarked]) and len(again.shards_skipped) == 10
     assert {name: shard_paths(out, name)[1].stat().st_mtime_ns for name in kept} == kept
     pd.testing.assert_frame_equal(_read_output(out), got)
+    assert not list(out.glob(".*.tmp"))
 
     # Other options on the same folder are refused before any work; --no-resume starts afresh.
     with pytest.raises(ArtifactError, match="different options"):

@@ -263,6 +263,8 @@ def _plan(ensemble_dir: Path, input_path: Path, output_dir: Path, options: dict,
         saved = read_json(plan_file)
         changed = [key for key in identity if saved.get(key) != identity[key]]
         if resume and not changed:
+            for partial in output_dir.glob(".part-*.tmp"):  # a shard being written when the last run died
+                partial.unlink(missing_ok=True)
             return [Shard(**s) for s in saved["shards"]]
         if resume:
             raise ArtifactError(
@@ -282,5 +284,6 @@ def _plan(ensemble_dir: Path, input_path: Path, output_dir: Path, options: dict,
 def _clear(output_dir: Path) -> None:
     """Remove this module's files from a previous prediction (and nothing else)."""
     for path in output_dir.iterdir():
-        if path.name in (PLAN_FILE, SUCCESS_FILE) or (path.name.startswith("part-") and path.name.endswith((".parquet", ".done.json"))):
+        ours = path.name.startswith(("part-", ".part-")) and path.name.endswith((".parquet", ".done.json", ".tmp"))
+        if path.name in (PLAN_FILE, SUCCESS_FILE) or ours:
             path.unlink()
