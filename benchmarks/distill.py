@@ -211,9 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--start-repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--render-only", action="store_true", help="re-render docs/distill.md from --out")
+    parser.add_argument("--doc", type=Path, default=DOC, help="markdown file whose marked block is rendered")
     args = parser.parse_args(argv)
     if args.render_only:
-        write_doc(render(json.loads(args.out.read_text())))
+        write_doc(render(json.loads(args.out.read_text())), args.doc)
         return 0
     result = measure(args.student, args.n, args.latency_n, args.rounds, args.start_repeats)
     result["measured"] = time.strftime("%Y-%m-%d", time.gmtime())
@@ -221,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         entry["verdict"] = _verdict(entry)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
-    write_doc(render(result))
+    write_doc(render(result), args.doc)
     print(render(result))
     return 0
 
