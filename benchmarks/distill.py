@@ -146,6 +146,25 @@ def _verdict(entry: dict[str, Any]) -> dict[str, bool]:
     }
 
 
+def refit_summary(run_dir: Path) -> dict[str, Any]:
+    """Eval macro-F1 of each member and the stack: K-fold average vs refitted on all rows (``metrics_full.json``)."""
+    from embedensemble.run_folder import RunFolder
+
+    run = RunFolder(run_dir)
+    metrics = json.loads(run.full_metrics_file.read_text())
+    summary: dict[str, Any] = {"run": str(run_dir), "models_per_prediction": metrics["models_per_prediction"]}
+    if "eval" in metrics["stack"]:
+        summary["eval_macro_f1"] = {
+            "stack": {k: metrics["stack"]["eval"][k]["macro_f1"] for k in ("kfold", "full")},
+            **{
+                n: {"kfold": m["eval_kfold"]["macro_f1"], "full": m["eval_full"]["macro_f1"]}
+                for n, m in metrics["members"].items()
+            },
+        }
+    summary["label_agreement"] = {split: e["label_agreement"] for split, e in metrics["stack"].items()}
+    return summary
+
+
 def render(result: dict[str, Any]) -> str:
     """The markdown block of docs/distill.md (every number read from the result)."""
     plain = result["plain"]
@@ -188,6 +207,18 @@ def render(result: dict[str, Any]) -> str:
             f"{sum(v for k, v in s['soft_labels'].items() if k in ('train_rows', 'test', 'unlabeled'))} soft-labelled tweets "
             f"({s['soft_labels']})."
         )
+    refit = result.get("refit")
+    if refit and "eval_macro_f1" in refit:
+        lines += [
+            "",
+            f"Refit on all rows (`{refit['run']}`, eval macro-F1, K-fold average -> refitted, one model per member):",
+            "",
+        ]
+        lines += ["| model | K-fold | refitted |", "|---|---|---|"]
+        for name, f1 in refit["eval_macro_f1"].items():
+            lines.append(f"| {name} | {f1['kfold']:.4f} | {f1['full']:.4f} |")
+        agreement = ", ".join(f"{split} {100 * a:.1f}%" for split, a in refit["label_agreement"].items())
+        lines += ["", f"Refitted and K-fold stacks decide the same labels on {agreement} of (tweet, emotion) pairs."]
     return "\n".join(lines)
 
 
@@ -212,6 +243,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--render-only", action="store_true", help="re-render docs/distill.md from --out")
     parser.add_argument("--doc", type=Path, default=DOC, help="markdown file whose marked block is rendered")
+    parser.add_argument(
+        "--refit-run", type=Path, help="a run refitted with embedensemble.refit: its metrics_full.json is reported too"
+    )
     args = parser.parse_args(argv)
     if args.render_only:
         write_doc(render(json.loads(args.out.read_text())), args.doc)
@@ -220,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["measured"] = time.strftime("%Y-%m-%d", time.gmtime())
     for entry in result["students"].values():
         entry["verdict"] = _verdict(entry)
+    if args.refit_run:
+        result["refit"] = refit_summary(args.refit_run)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     write_doc(render(result), args.doc)
