@@ -51,7 +51,7 @@ def dev_note(results: dict[str, dict[str, Any]], config: str, section: str = "qu
         return (f"These rows were measured before the re-selection on train OOF changed {', '.join(changed)}: "
                 "they are for the earlier defaults; re-run `python -m benchmarks.run` for the current ones.")
     if chosen_on_oof(results, config):
-        return "Dev chose nothing in this config (its choices were re-selected on train OOF, see below)."
+        return "This config's choices were re-selected on train OOF (below) and kept, so dev is only a final check for them."
     return (f"Some choices of `experiments/{config}.json` were made on this dev score before dev became a final check "
             "(not yet re-selected on train OOF), so its rows are not a held-out estimate of those choices.")
 
