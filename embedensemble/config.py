@@ -105,7 +105,9 @@ class CVConfig:
 class StackConfig:
     """Stacker and thresholds.
 
-    ``meta_C`` is the inverse regularisation of the per-emotion logistic meta-learner.
+    ``meta_C`` is the inverse regularisation of the per-emotion logistic meta-learner;
+    ``meta_features`` what each emotion's meta-learner reads: ``"all"`` members' logits of all
+    emotions, or only the ``"same_emotion"``'s (see :mod:`embedensemble.stacker`).
     Thresholds are searched on a grid of step ``threshold_step`` and shrunk toward 0.5 by
     ``threshold_shrinkage * (prior_count / (prior_count + n_positive))`` so rare emotions,
     whose F1 curve is noisy, do not get an over-fitted threshold.
@@ -114,6 +116,7 @@ class StackConfig:
     objective: str = "macro_f1"
     meta_learner: str = "logreg"
     meta_C: float = 1.0
+    meta_features: str = "all"
     threshold_step: float = 0.02
     threshold_shrinkage: float = 1.0
     threshold_prior_count: float = 30.0
@@ -124,6 +127,8 @@ class StackConfig:
             raise ConfigError(f"stack.objective {self.objective!r} is not one of {list(OBJECTIVES)}")
         if self.meta_learner not in ("logreg", "mean"):
             raise ConfigError(f"stack.meta_learner {self.meta_learner!r} is not one of ['logreg', 'mean']")
+        if self.meta_features not in ("all", "same_emotion"):
+            raise ConfigError(f"stack.meta_features {self.meta_features!r} is not one of ['all', 'same_emotion']")
         if not 0.0 < float(self.threshold_step) <= 0.5:
             raise ConfigError(f"stack.threshold_step must be in (0, 0.5], got {self.threshold_step!r}")
 

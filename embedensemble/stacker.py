@@ -1,8 +1,13 @@
-"""The stacker: a per-emotion meta-learner over every member's probabilities of all 11 emotions.
+"""The stacker: a per-emotion meta-learner over members' out-of-fold probabilities.
 
-Each emotion's meta-learner sees all members' probabilities of *all* emotions (as logits),
-so it can use label correlations (e.g. joy and optimism rise together). It is trained only
-on out-of-fold member probabilities, and its own quality is measured out-of-fold too.
+``features="all"``: each emotion's meta-learner sees all members' probabilities of *all*
+emotions (as logits), so it can use label correlations (e.g. joy and optimism rise together).
+``features="same_emotion"``: it sees only every member's probability of that emotion, i.e. it
+learns one weight per member and emotion (M+1 parameters instead of 11*M+1). On the default
+run's train OOF the second scored higher (nested thresholds, see docs/ablation.md): with few,
+correlated members the cross-emotion weights fit noise more than label correlations.
+The meta-learner is trained only on out-of-fold member probabilities, and its own quality is
+measured out-of-fold too.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from .io import load_tensors, read_json, save_tensors, write_json
 from .labels import N_LABELS
 
 _EPS = 1e-4
+META_LEARNERS = ("logreg", "mean")
+META_FEATURES = ("all", "same_emotion")
 
 
 def to_logits(member_proba: np.ndarray) -> np.ndarray:
@@ -23,15 +30,32 @@ def to_logits(member_proba: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p)).reshape(len(p), -1)
 
 
+def feature_columns(emotion: int, n_members: int, features: str) -> np.ndarray:
+    """Columns of :func:`to_logits`' [n, M*L] matrix that emotion ``emotion``'s meta-learner reads."""
+    if features == "all":
+        return np.arange(n_members * N_LABELS)
+    return np.arange(n_members) * N_LABELS + emotion  # member m's logit of this emotion
+
+
 class Stacker:
-    """``meta_learner="logreg"``: per-emotion L2 logistic regression on standardised logits.
+    """``meta_learner="logreg"``: per-emotion L2 logistic regression on standardised logits, reading
+    ``features`` (``"all"`` members' logits of all emotions, or only the ``"same_emotion"``'s).
     ``"mean"``: the plain average of members' probabilities (nothing learned).
     """
 
-    def __init__(self, meta_learner: str = "logreg", C: float = 1.0, random_state: int = 42) -> None:
+    def __init__(self, meta_learner: str = "logreg", C: float = 1.0, random_state: int = 42, features: str = "all") -> None:
+        if meta_learner not in META_LEARNERS:
+            raise ValueError(f"meta_learner {meta_learner!r} is not one of {list(META_LEARNERS)}")
+        if features not in META_FEATURES:
+            raise ValueError(f"stacker features {features!r} is not one of {list(META_FEATURES)}")
         self.meta_learner = meta_learner
         self.C = C
         self.random_state = random_state
+        self.features = features
+
+    def clone(self) -> Stacker:
+        """An unfitted stacker with the same parameters."""
+        return Stacker(self.meta_learner, self.C, self.random_state, self.features)
 
     def fit(self, member_proba: np.ndarray, labels: np.ndarray) -> Stacker:
         member_proba = np.asarray(member_proba)
@@ -43,16 +67,18 @@ class Stacker:
         X = to_logits(member_proba)
         self.mean_, self.scale_ = X.mean(0), X.std(0) + 1e-6
         X = (X - self.mean_) / self.scale_
+        # Stored as a dense [L, M*L] matrix either way (zeros outside an emotion's columns): one save format.
         self.coef_ = np.zeros((N_LABELS, X.shape[1]))
         self.intercept_ = np.zeros(N_LABELS)
         for j in range(N_LABELS):
+            columns = feature_columns(j, self.n_members_, self.features)
             y = labels[:, j]
             if y.min() == y.max():  # a fold without positives: predict the constant
                 self.intercept_[j] = np.log((y.mean() + _EPS) / (1 - y.mean() + _EPS))
                 continue
             model = LogisticRegression(C=self.C, max_iter=2000, random_state=self.random_state)
-            model.fit(X, y)
-            self.coef_[j], self.intercept_[j] = model.coef_[0], model.intercept_[0]
+            model.fit(X[:, columns], y)
+            self.coef_[j, columns], self.intercept_[j] = model.coef_[0], model.intercept_[0]
         return self
 
     def predict_proba(self, member_proba: np.ndarray) -> np.ndarray:
@@ -66,7 +92,7 @@ class Stacker:
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
-        params = {"meta_learner": self.meta_learner, "C": self.C, "random_state": self.random_state, "n_members": self.n_members_}
+        params = {"meta_learner": self.meta_learner, "C": self.C, "random_state": self.random_state, "features": self.features, "n_members": self.n_members_}
         if self.meta_learner != "mean":
             save_tensors(path / "stacker.safetensors", {"coef": self.coef_, "intercept": self.intercept_, "mean": self.mean_, "scale": self.scale_})
         write_json(path / "stacker.json", params)
@@ -75,7 +101,8 @@ class Stacker:
     def load(cls, path: str | Path) -> Stacker:
         path = Path(path)
         params = read_json(path / "stacker.json")
-        stacker = cls(params["meta_learner"], params["C"], params["random_state"])
+        # Stackers saved before ``features`` existed read all members' logits of all emotions.
+        stacker = cls(params["meta_learner"], params["C"], params["random_state"], params.get("features", "all"))
         stacker.n_members_ = params["n_members"]
         if stacker.meta_learner != "mean":
             arrays = load_tensors(path / "stacker.safetensors")
@@ -90,6 +117,6 @@ def stacker_oof(stacker: Stacker, member_proba: np.ndarray, labels: np.ndarray, 
     oof = np.zeros(labels.shape, dtype=np.float32)
     for k in np.unique(folds):
         train, val = folds != k, folds == k
-        model = Stacker(stacker.meta_learner, stacker.C, stacker.random_state).fit(member_proba[train], labels[train])
+        model = stacker.clone().fit(member_proba[train], labels[train])
         oof[val] = model.predict_proba(member_proba[val])
     return oof

@@ -86,7 +86,7 @@ def fit_stack(run: RunFolder, *, objective: str | None = None, members: list[str
     # Holdout members predict only their held-out rows: the stacker learns where all members have OOF.
     rows = np.flatnonzero(~np.isnan(oof).any(axis=(1, 2)))
     meta_folds = _folds_of(rows, run, config, labels)
-    stacker = Stacker(config.stack.meta_learner, config.stack.meta_C, config.seed)
+    stacker = Stacker(config.stack.meta_learner, config.stack.meta_C, config.seed, config.stack.meta_features)
     stack_oof_rows = stacker_oof(stacker, oof[rows], labels[rows], meta_folds)
     stacker.fit(oof[rows], labels[rows])
     thresholds = _threshold_optimizer(config, objective).fit(stack_oof_rows, labels[rows])
@@ -121,7 +121,7 @@ def nested_threshold_predictions(optimizer: ThresholdOptimizer, proba: np.ndarra
     predicted = np.zeros(labels.shape, dtype=np.int8)
     for k in np.unique(folds):
         inside = folds == k
-        fold_optimizer = ThresholdOptimizer(optimizer.objective, optimizer.step, optimizer.shrinkage, optimizer.prior_count)
+        fold_optimizer = ThresholdOptimizer(optimizer.objective, optimizer.step, optimizer.shrinkage, optimizer.prior_count, optimizer.smoothing)
         fold_optimizer.fit(proba[~inside], labels[~inside])
         predicted[inside] = fold_optimizer.predict(proba[inside])
     return predicted
