@@ -44,6 +44,8 @@ class MemberConfig:
     (see :mod:`embedensemble.members.finetuned_head`).
     ``kind="pooled-finetune"`` / ``"seqcls-finetune"``: ``backbone`` is fine-tuned with ``params``.
     ``cv`` overrides the run's cross-fitting mode for this member (e.g. ``"holdout"`` for a 7B model).
+    A head member's ``params: {"normalise": true}`` feeds its features normalised tweets
+    (:mod:`embedensemble.normalise`).
     """
 
     name: str

@@ -49,7 +49,9 @@ class TfidfFeatures:
         max_features_char: int | None = 100_000,
         sublinear_tf: bool = True,
         lowercase: bool = True,
+        normalise: bool = False,
     ) -> None:
+        self.normalise = normalise  # texts pass through embedensemble.normalise first
         self.word_ngram_range = word_ngram_range
         self.char_ngram_range = char_ngram_range
         self.min_df = min_df
@@ -67,6 +69,7 @@ class TfidfFeatures:
             "max_features_char": self.max_features_char,
             "sublinear_tf": self.sublinear_tf,
             "lowercase": self.lowercase,
+            "normalise": self.normalise,
         }
 
     def _vectorizers(self, vocabularies: dict[str, list[str]] | None = None) -> dict[str, Any]:
@@ -95,6 +98,7 @@ class TfidfFeatures:
         texts = list(texts)
         if not texts:
             raise ValueError("TfidfFeatures.fit needs at least one text")
+        texts = _normalised(texts) if self.normalise else texts
         vectorizers = self._vectorizers()
         for vectorizer in vectorizers.values():
             vectorizer.fit(texts)
@@ -105,7 +109,7 @@ class TfidfFeatures:
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         if not hasattr(self, "vectorizers_"):
             raise RuntimeError("TfidfFeatures is not fitted; call fit() first")
-        texts = list(texts)
+        texts = _normalised(texts) if self.normalise else list(texts)
         blocks = [vectorizer.transform(texts) for vectorizer in self.vectorizers_.values()]
         return sp.hstack(blocks, format="csr", dtype=np.float32)
 
@@ -178,6 +182,7 @@ class EmbeddingFeatures:
         show_progress_bar: bool | None = None,
         device: str | None = None,
         batch_size: int = 64,
+        normalise: bool = False,
     ) -> None:
         if not isinstance(backbone, str) or not backbone:
             raise ConfigError(f"features backbone must be a non-empty string, got {backbone!r}")
@@ -187,6 +192,7 @@ class EmbeddingFeatures:
         self.show_progress_bar = show_progress_bar
         self.device = device
         self.batch_size = batch_size
+        self.normalise = normalise  # embed embedensemble.normalise's view of each text
         self._encoder: Any = None
         self._cache: Any = None
         self._last: tuple[str, np.ndarray] | None = None
@@ -216,7 +222,7 @@ class EmbeddingFeatures:
     def transform(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings ``[n, dim]`` (read-only). The last call's are kept: the K fold models of a member,
         and other members on the same backbone, share this object and embed a batch of texts once."""
-        texts = list(texts)
+        texts = _normalised(texts) if self.normalise else list(texts)
         digest = texts_digest(texts)
         if self._last is not None and self._last[0] == digest:
             return self._last[1]
@@ -241,7 +247,13 @@ class EmbeddingFeatures:
 
 FeatureSource = TfidfFeatures | EmbeddingFeatures
 
-def shared_embedding_features(name: str, context: MemberContext) -> EmbeddingFeatures:
+
+def _normalised(texts: Sequence[str]) -> list[str]:
+    from .normalise import normalise_texts
+
+    return normalise_texts(texts)
+
+def shared_embedding_features(name: str, context: MemberContext, normalise: bool = False) -> EmbeddingFeatures:
     """One :class:`EmbeddingFeatures` per backbone and settings in ``context``'s resource pool, shared by
     every fold model that holds it: the encoder's weights load once and a batch is embedded once per call."""
 
@@ -252,17 +264,26 @@ def shared_embedding_features(name: str, context: MemberContext) -> EmbeddingFea
             use_cache=context.use_cache,
             show_progress_bar=context.show_progress_bar,
             device=context.device,
+            normalise=normalise,
         )
 
-    return context.resources.shared(("embedding-features", name, *context.settings_key()), make)
+    key = ("embedding-features", name, *context.settings_key()) + (("normalise",) if normalise else ())
+    return context.resources.shared(key, make)
 
 
-def make_features(name: str, context: MemberContext | None = None) -> FeatureSource:
-    """``"tfidf"`` -> :class:`TfidfFeatures`; anything else names a backbone -> :class:`EmbeddingFeatures`."""
+def make_features(name: str, context: MemberContext | None = None, normalise: bool = False) -> FeatureSource:
+    """``"tfidf"`` -> :class:`TfidfFeatures`; anything else names a backbone -> :class:`EmbeddingFeatures`.
+    ``normalise``: the source reads :func:`embedensemble.normalise.normalise_tweet`'s view of each text."""
     if not isinstance(name, str) or not name:
         raise ConfigError(f"features must be 'tfidf' or a backbone name, got {name!r}")
+    if not isinstance(normalise, bool):
+        raise ConfigError(f"normalise must be true or false, got {normalise!r}")
+    if normalise:
+        from .normalise import normalise_tweet
+
+        normalise_tweet("")  # a missing optional package fails now, before any fold trains
     if name == TFIDF:
-        return TfidfFeatures()
+        return TfidfFeatures(normalise=normalise)
     if context is None:
-        return EmbeddingFeatures(name)
-    return shared_embedding_features(name, context)
+        return EmbeddingFeatures(name, normalise=normalise)
+    return shared_embedding_features(name, context, normalise)

@@ -39,8 +39,17 @@ class HeadMember(FoldModel):
             self.head_: Head = make_head(config.head, **self._head_params())
         except ConfigError as exc:
             raise ConfigError(f"member '{config.name}': {exc}") from None
-        self.features_: FeatureSource = make_features(config.features, self.context)
+        self.features_: FeatureSource = make_features(config.features, self.context, self._normalise())
         self._feature_identity: str | None = None
+
+    def _normalise(self) -> bool:
+        """``params: {"normalise": true}``: features read normalised tweets (embedensemble.normalise)."""
+        if not isinstance(self.config.params, dict):
+            raise ConfigError(f"member '{self.config.name}': params must be an object, got {type(self.config.params).__name__}")
+        value = self.config.params.get("normalise", False)
+        if not isinstance(value, bool):
+            raise ConfigError(f"member '{self.config.name}': params.normalise must be true or false, got {value!r}")
+        return value
 
     def _head_params(self) -> dict[str, Any]:
         params = dict(self.config.head_params)
@@ -48,7 +57,7 @@ class HeadMember(FoldModel):
         return params
 
     def _fit(self, texts: list[str], labels: np.ndarray, *, workdir: Path | None) -> None:
-        features = make_features(self.config.features, self.context)
+        features = make_features(self.config.features, self.context, self._normalise())
         X = features.fit_transform(texts)
         logger.info(
             "member '%s': fitting %s head on %d x %d %s features",
