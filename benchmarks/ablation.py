@@ -89,13 +89,10 @@ def stacker_variants(with_lgbm: bool) -> dict[str, tuple[str, StackFn]]:
         "rank_average": ("members' probabilities as training quantiles, averaged", _rank_average),
     }
     if with_lgbm:
-        import lightgbm as lgb
-
-        def lgbm() -> Any:
-            return lgb.LGBMClassifier(n_estimators=400, learning_rate=0.02, num_leaves=5, min_child_samples=50, subsample=0.8,
-                                      subsample_freq=1, colsample_bytree=0.8, reg_lambda=1.0, n_jobs=1, verbose=-1, random_state=0)
-
-        variants["lgbm_on_logits"] = ("LightGBM per emotion on all logits (400 trees, lr 0.02, 5 leaves)", _per_emotion(lgbm))
+        variants["lgbm_all"] = ("stack.meta_learner='lgbm': LightGBM per emotion on all logits (400 trees, lr 0.02, 5 leaves)",
+                                _library_stacker(meta_learner="lgbm", features="all"))
+        variants["lgbm_same_emotion"] = ("meta_learner='lgbm' with meta_features='same_emotion'",
+                                         _library_stacker(meta_learner="lgbm", features="same_emotion"))
     return variants
 
 
@@ -192,8 +189,8 @@ def measure_meta(runs: list[Path], meta_seeds: list[int], held_out: Path | None,
                 default_oof = oof if key == BASELINE_STACKER else default_oof
             for key, (_, params) in THRESHOLD_VARIANTS.items():
                 entry["scores"].setdefault(key, []).append(nested_scores(default_oof, labels, folds, params))
-            logger.info("%s meta seed %d: default %.4f, same_emotion %.4f", run.name, meta_seed,
-                        entry["scores"]["default"][-1]["macro_f1"], entry["scores"]["same_emotion"][-1]["macro_f1"])
+            logger.info("%s meta seed %d: all_C1 %.4f, same_emotion %.4f", run.name, meta_seed,
+                        entry["scores"][BASELINE_STACKER][-1]["macro_f1"], entry["scores"]["same_emotion"][-1]["macro_f1"])
         per_run.append(entry)
     for key, (_, fit_predict) in variants.items():  # one fit on all rows of the last run, then predict every row
         start = time.perf_counter()

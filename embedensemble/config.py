@@ -109,7 +109,8 @@ class StackConfig:
 
     ``meta_C`` is the inverse regularisation of the per-emotion logistic meta-learner;
     ``meta_features`` what each emotion's meta-learner reads: ``"all"`` members' logits of all
-    emotions, or only the ``"same_emotion"``'s (see :mod:`embedensemble.stacker`).
+    emotions, or only the ``"same_emotion"``'s; ``meta_learner`` ``"logreg"``, ``"lgbm"`` (LightGBM per
+    emotion) or ``"mean"`` (see :mod:`embedensemble.stacker`).
     Thresholds are searched on a grid of step ``threshold_step`` and shrunk toward 0.5 by
     ``threshold_shrinkage * (prior_count / (prior_count + n_positive))`` so rare emotions,
     whose F1 curve is noisy, do not get an over-fitted threshold.
@@ -129,8 +130,8 @@ class StackConfig:
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ConfigError(f"stack.objective {self.objective!r} is not one of {list(OBJECTIVES)}")
-        if self.meta_learner not in ("logreg", "mean"):
-            raise ConfigError(f"stack.meta_learner {self.meta_learner!r} is not one of ['logreg', 'mean']")
+        if self.meta_learner not in ("logreg", "lgbm", "mean"):
+            raise ConfigError(f"stack.meta_learner {self.meta_learner!r} is not one of ['logreg', 'lgbm', 'mean']")
         if self.meta_features not in ("all", "same_emotion"):
             raise ConfigError(f"stack.meta_features {self.meta_features!r} is not one of ['all', 'same_emotion']")
         if not 0.0 < float(self.threshold_step) <= 0.5:

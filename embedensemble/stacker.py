@@ -21,7 +21,11 @@ from .io import load_tensors, read_json, save_tensors, write_json
 from .labels import N_LABELS
 
 _EPS = 1e-4
-META_LEARNERS = ("logreg", "mean")
+META_LEARNERS = ("logreg", "lgbm", "mean")
+# The LightGBM meta-learner: small, slow-learning trees per emotion (scored on train OOF in docs/ablation.md).
+LGBM_PARAMS = {"objective": "binary", "learning_rate": 0.02, "num_leaves": 5, "min_data_in_leaf": 50, "bagging_fraction": 0.8,
+               "bagging_freq": 1, "feature_fraction": 0.8, "lambda_l2": 1.0, "num_threads": 1, "deterministic": True, "verbose": -1}
+LGBM_ROUNDS = 400
 META_FEATURES = ("all", "same_emotion")
 
 
@@ -41,6 +45,8 @@ def feature_columns(emotion: int, n_members: int, features: str) -> np.ndarray:
 class Stacker:
     """``meta_learner="logreg"``: per-emotion L2 logistic regression on standardised logits, reading
     ``features`` (``"all"`` members' logits of all emotions, or only the ``"same_emotion"``'s).
+    ``"lgbm"``: per-emotion LightGBM (``LGBM_PARAMS``) on the same standardised logits, saved as
+    LightGBM's text model format.
     ``"mean"``: the plain average of members' probabilities (nothing learned).
     """
 
@@ -71,16 +77,26 @@ class Stacker:
         # Stored as a dense [L, M*L] matrix either way (zeros outside an emotion's columns): one save format.
         self.coef_ = np.zeros((N_LABELS, X.shape[1]))
         self.intercept_ = np.zeros(N_LABELS)
+        self.boosters_: list = [None] * N_LABELS  # "lgbm": a Booster per emotion (None: constant intercept_)
         for j in range(N_LABELS):
             columns = feature_columns(j, self.n_members_, self.features)
             y = labels[:, j]
             if y.min() == y.max():  # a fold without positives: predict the constant
                 self.intercept_[j] = np.log((y.mean() + _EPS) / (1 - y.mean() + _EPS))
                 continue
+            if self.meta_learner == "lgbm":
+                self.boosters_[j] = self._fit_booster(X[:, columns], y)
+                continue
             model = LogisticRegression(C=self.C, max_iter=2000, random_state=self.random_state)
             model.fit(X[:, columns], y)
             self.coef_[j, columns], self.intercept_[j] = model.coef_[0], model.intercept_[0]
         return self
+
+    def _fit_booster(self, X: np.ndarray, y: np.ndarray):
+        import lightgbm
+
+        params = {**LGBM_PARAMS, "seed": self.random_state}
+        return lightgbm.train(params, lightgbm.Dataset(X, y, params={"verbose": -1}), num_boost_round=LGBM_ROUNDS)
 
     def predict_proba(self, member_proba: np.ndarray) -> np.ndarray:
         member_proba = np.asarray(member_proba)
@@ -89,13 +105,23 @@ class Stacker:
         if self.meta_learner == "mean":
             return member_proba.mean(axis=1).astype(np.float32)
         X = (to_logits(member_proba) - self.mean_) / self.scale_
-        return (1.0 / (1.0 + np.exp(-(X @ self.coef_.T + self.intercept_)))).astype(np.float32)
+        proba = 1.0 / (1.0 + np.exp(-(X @ self.coef_.T + self.intercept_)))
+        if self.meta_learner == "lgbm":
+            for j, booster in enumerate(self.boosters_):
+                if booster is not None:
+                    proba[:, j] = booster.predict(X[:, feature_columns(j, self.n_members_, self.features)])
+        return proba.astype(np.float32)
 
     def save(self, path: str | Path) -> None:
         path = Path(path)
         params = {"meta_learner": self.meta_learner, "C": self.C, "random_state": self.random_state, "features": self.features, "n_members": self.n_members_}
         if self.meta_learner != "mean":
             save_tensors(path / "stacker.safetensors", {"coef": self.coef_, "intercept": self.intercept_, "mean": self.mean_, "scale": self.scale_})
+        if self.meta_learner == "lgbm":
+            params["lgbm_models"] = [None if b is None else f"stacker_lgbm_{j}.txt" for j, b in enumerate(self.boosters_)]
+            for j, booster in enumerate(self.boosters_):
+                if booster is not None:
+                    (path / f"stacker_lgbm_{j}.txt").write_text(booster.model_to_string(), encoding="utf-8")
         write_json(path / "stacker.json", params)
 
     @classmethod
@@ -109,6 +135,11 @@ class Stacker:
             arrays = load_tensors(path / "stacker.safetensors")
             stacker.coef_, stacker.intercept_ = arrays["coef"], arrays["intercept"]
             stacker.mean_, stacker.scale_ = arrays["mean"], arrays["scale"]
+        if stacker.meta_learner == "lgbm":
+            import lightgbm
+
+            stacker.boosters_ = [None if name is None else lightgbm.Booster(model_str=(path / name).read_text(encoding="utf-8"))
+                                 for name in params["lgbm_models"]]
         return stacker
 
 

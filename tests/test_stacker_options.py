@@ -100,3 +100,20 @@ def test_nested_thresholds_use_the_optimizers_smoothing() -> None:
             inside = folds == k
             expected[inside] = ThresholdOptimizer(smoothing=smoothing).fit(proba[~inside], labels[~inside]).predict(proba[inside])
         assert np.array_equal(nested_threshold_predictions(optimizer, proba, labels, folds), expected)
+
+
+def test_lgbm_meta_learner_learns_and_round_trips_in_lightgbm_text_format(tmp_path) -> None:
+    proba, labels = _member_proba(n=400)
+    labels[:, 10] = 0  # an emotion without positives: a constant, no booster
+    folds = np.arange(len(labels)) % 4
+    oof = stacker_oof(Stacker("lgbm", features="same_emotion"), proba, labels, folds)
+    predicted = nested_threshold_predictions(ThresholdOptimizer(), oof, labels, folds)
+    f1 = [2 * (predicted[:, j] & labels[:, j]).sum() / (predicted[:, j].sum() + labels[:, j].sum()) for j in range(N_LABELS - 1)]
+    assert np.mean(f1) > 0.8
+    stacker = Stacker("lgbm", features="all").fit(proba, labels)
+    assert stacker.boosters_[10] is None and np.all(stacker.predict_proba(proba)[:, 10] < 0.01)
+    stacker.save(tmp_path)
+    assert not list(tmp_path.glob("*.pkl")) and (tmp_path / "stacker_lgbm_0.txt").read_text().startswith("tree")
+    loaded = Stacker.load(tmp_path)
+    assert np.array_equal(loaded.predict_proba(proba), stacker.predict_proba(proba))
+    assert EnsembleConfig.from_dict({"stack": {"meta_learner": "lgbm"}}).stack.meta_learner == "lgbm"
