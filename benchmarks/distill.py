@@ -186,6 +186,9 @@ def render(result: dict[str, Any]) -> str:
     for name, s in result["students"].items():
         q = s["quality"]
         held = f"{q['holdout']['teacher']['macro_f1']:.4f} / {q['holdout']['student']['macro_f1']:.4f}"
+        if "holdout_crossfit_thresholds" in q:
+            fair = q["holdout_crossfit_thresholds"]
+            held += f" (cross-fit thresholds: {fair['teacher']['macro_f1']:.4f} / {fair['student']['macro_f1']:.4f})"
         ev = f"{q['eval']['teacher']['macro_f1']:.4f} / {q['eval']['student']['macro_f1']:.4f}" if "eval" in q else "-"
         lines.append(
             f"| `{name}` | {s['kind']} ({s['precision']}) | {s['tweets_per_s']:.1f} | {s['throughput_ratio']:.2f}x | "
