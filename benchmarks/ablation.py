@@ -116,14 +116,15 @@ THRESHOLD_VARIANTS: dict[str, tuple[str, dict[str, Any] | None]] = {
 }
 
 
-def nested_scores(proba: np.ndarray, labels: np.ndarray, folds: np.ndarray, thresholds: dict[str, Any] | None = None) -> dict[str, float]:
+def nested_scores(proba: np.ndarray, labels: np.ndarray, folds: np.ndarray, thresholds: dict[str, Any] | None = None,
+                  objective: str = "macro_f1") -> dict[str, float]:
     """Metrics with thresholds tuned on the other folds (``thresholds``: ThresholdOptimizer params, None: best-F1/2)."""
     from embedensemble.metrics import evaluate
     from embedensemble.stacking import nested_threshold_predictions
     from embedensemble.thresholds import ThresholdOptimizer
 
     if thresholds is not None:
-        predicted = nested_threshold_predictions(ThresholdOptimizer(**thresholds), proba, labels, folds)
+        predicted = nested_threshold_predictions(ThresholdOptimizer(objective, **thresholds), proba, labels, folds)
     else:
         predicted = np.zeros(labels.shape, dtype=np.int8)
         for k in np.unique(folds):
@@ -164,14 +165,16 @@ def _kept_rows(run: Path, held_out: Path | None) -> tuple[np.ndarray, int]:
     return keep, len(labels) - len(keep)
 
 
-def measure_meta(runs: list[Path], meta_seeds: list[int], held_out: Path | None, with_lgbm: bool) -> dict[str, Any]:
-    """Stacker and threshold variants, per run and meta seed."""
+def measure_meta(runs: list[Path], meta_seeds: list[int], held_out: Path | None, with_lgbm: bool, objective: str = "macro_f1",
+                 only: list[str] | None = None) -> dict[str, Any]:
+    """Stacker and threshold variants, per run and meta seed; thresholds tuned for ``objective`` (threshold variants: macro_f1 only)."""
     from embedensemble.config import CVConfig
     from embedensemble.cv import make_folds
     from embedensemble.io import read_json
 
     names = [m["name"] for m in read_json(runs[0] / "config.json")["members"]]
-    variants = stacker_variants(with_lgbm)
+    variants = {k: v for k, v in stacker_variants(with_lgbm).items() if not only or k in only}
+    threshold_variants = THRESHOLD_VARIANTS if objective == "macro_f1" else {}
     per_run: list[dict[str, Any]] = []
     costs: dict[str, dict[str, float]] = {}
     for run in runs:
@@ -185,9 +188,9 @@ def measure_meta(runs: list[Path], meta_seeds: list[int], held_out: Path | None,
                 start = time.perf_counter()
                 oof = stack_oof(fit_predict, proba, labels, folds)
                 costs.setdefault(key, {})["stacker_oof_seconds"] = round(time.perf_counter() - start, 2)
-                entry["scores"].setdefault(key, []).append(nested_scores(oof, labels, folds, {}))
+                entry["scores"].setdefault(key, []).append(nested_scores(oof, labels, folds, {}, objective))
                 default_oof = oof if key == BASELINE_STACKER else default_oof
-            for key, (_, params) in THRESHOLD_VARIANTS.items():
+            for key, (_, params) in threshold_variants.items():
                 entry["scores"].setdefault(key, []).append(nested_scores(default_oof, labels, folds, params))
             logger.info("%s meta seed %d: all_C1 %.4f, same_emotion %.4f", run.name, meta_seed,
                         entry["scores"][BASELINE_STACKER][-1]["macro_f1"], entry["scores"]["same_emotion"][-1]["macro_f1"])
@@ -196,8 +199,8 @@ def measure_meta(runs: list[Path], meta_seeds: list[int], held_out: Path | None,
         start = time.perf_counter()
         fit_predict(proba, labels, proba)
         costs[key]["fit_and_predict_all_rows_seconds"] = round(time.perf_counter() - start, 3)
-    descriptions = {k: v[0] for k, v in variants.items()} | {k: v[0] for k, v in THRESHOLD_VARIANTS.items()}
-    return {"members": names, "per_run": per_run, "costs": costs, "descriptions": descriptions, "order": list(descriptions),
+    descriptions = {k: v[0] for k, v in variants.items()} | {k: v[0] for k, v in threshold_variants.items()}
+    return {"objective": objective, "meta_seeds": meta_seeds, "members": names, "per_run": per_run, "costs": costs, "descriptions": descriptions, "order": list(descriptions),
             "baselines": {"stacker": BASELINE_STACKER, "thresholds": "thresholds_default (on the all_C1 stacker's OOF)"}}
 
 
@@ -233,6 +236,11 @@ def measure_normalise(runs: list[Path], normalised: list[Path], meta_seeds: list
             swapped[:, base_index] = norm[:, i]
             stacks[f"stack with {name} instead of {name.removesuffix('-norm')}"] = swapped
             stacks[f"stack default + {name}"] = np.concatenate([raw, norm[:, i : i + 1]], axis=1)
+        if len(normal) > 1:
+            every = raw.copy()
+            for i, name in enumerate(normal):
+                every[:, names.index(name.removesuffix("-norm"))] = norm[:, i]
+            stacks["stack with every -norm member instead of its raw one"] = every
         for meta_seed in meta_seeds:
             folds = make_folds(labels, CVConfig(seed=meta_seed))
             for key, proba in stacks.items():
@@ -265,7 +273,8 @@ def summarise(section: dict[str, Any], baseline_of: Callable[[str], str]) -> dic
             sd = float(np.std(gains, ddof=1)) if len(gains) > 1 else float("nan")
             row[metric] = {"mean": round(float(per_run.mean()), 4), "sd": round(float(np.std(per_run, ddof=1)), 4) if len(per_run) > 1 else None,
                            "gain": round(float(gains.mean()), 4), "gain_sd": round(sd, 4), "gain_per_run": [round(float(g), 4) for g in gains]}
-        gain, sd = row["macro_f1"]["gain"], row["macro_f1"]["gain_sd"]
+        objective = section.get("objective", "macro_f1")  # the verdict is on the metric the thresholds were tuned for
+        gain, sd = row[objective]["gain"], row[objective]["gain_sd"]
         row["verdict"] = "baseline" if key == base else ("kept" if gain > 0 and gain > 2 * sd else ("worse" if gain < -2 * sd else "noise"))
         summary[key] = row
     return summary
@@ -289,20 +298,23 @@ def _fmt(row: dict[str, Any], metric: str) -> str:
 
 def render(result: dict[str, Any]) -> str:
     """docs/ablation.md from the JSON."""
-    meta, norm = result.get("meta"), result.get("normalise")
+    norm = result.get("normalise")
     lines = ["# Ablation: what each accuracy option adds (train OOF, nested thresholds)", "",
              "Rendered by `python -m benchmarks.ablation --render` from `benchmarks/results/ablation.json`; do not edit by hand.", "",
              result["method"], ""]
-    if meta:
-        lines += ["## Stacker and thresholds", "", f"Members stacked: {', '.join(meta['members'])}. Runs (fold/model seeds): "
-                  f"{len(meta['per_run'])}; meta-fold seeds: {result['meta_seeds']}; rows: {meta['per_run'][0]['rows']} "
+    for meta in (result.get("meta"), result.get("meta_jaccard")):
+        if not meta:
+            continue
+        objective = meta.get("objective", "macro_f1")
+        lines += [f"## Stacker and thresholds (thresholds tuned for {objective})", "", f"Members stacked: {', '.join(meta['members'])}. Runs (fold/model seeds): "
+                  f"{len(meta['per_run'])}; meta-fold seeds: {meta.get('meta_seeds', result['meta_seeds'])}; rows: {meta['per_run'][0]['rows']} "
                   f"({meta['per_run'][0]['dev_rows_removed']} dev tweets left out).", "",
-                  "| option | macro-F1 | gain (macro) | gain (micro) | gain (Jaccard) | stacker OOF s | verdict |",
+                  f"| option | {objective} | gain (macro) | gain (micro) | gain (Jaccard) | stacker OOF s | verdict |",
                   "|---|---|---|---|---|---|---|"]
         for key in meta["order"]:
             row = meta["summary"][key]
             cost = meta["costs"].get(key, {}).get("stacker_oof_seconds", "")
-            lines.append(f"| `{key}`: {meta['descriptions'][key]} | {row['macro_f1']['mean']:.4f} ± {row['macro_f1']['sd']:.4f} | "
+            lines.append(f"| `{key}`: {meta['descriptions'][key]} | {row[objective]['mean']:.4f} ± {row[objective]['sd']:.4f} | "
                          f"{_fmt(row, 'macro_f1')} | {_fmt(row, 'micro_f1')} | {_fmt(row, 'jaccard')} | {cost} | {row['verdict']} |")
         lines.append("")
     if norm:
@@ -317,6 +329,13 @@ def render(result: dict[str, Any]) -> str:
             lines.append(f"| {key} | {row['macro_f1']['mean']:.4f} ± {row['macro_f1']['sd']:.4f} | {row['baseline']} | {_fmt(row, 'macro_f1')} | "
                          f"{_fmt(row, 'micro_f1')} | {_fmt(row, 'jaccard')} | {fit} | {row['verdict']} |")
         lines.append("")
+    kept = [(name, key, section["summary"][key]) for name, section in (("stacker/thresholds", result.get("meta")),
+            ("stacker/thresholds, Jaccard", result.get("meta_jaccard")), ("normalisation", norm)) if section
+            for key in section["order"] if section["summary"][key]["verdict"] == "kept"]
+    if kept:
+        lines += ["Gains over 2 sd (`kept`): " + "; ".join(
+            f"{key} ({name}, {row[row_metric]['gain']:+.4f} ± {row[row_metric]['gain_sd']:.4f} {row_metric})"
+            for name, key, row in kept for row_metric in [("jaccard" if "Jaccard" in name else "macro_f1")]) + ".", ""]
     lines += [f"Measured {result['created']} on {result['machine'].get('cpu', 'this machine')}.", ""]
     return "\n".join(lines)
 
@@ -338,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "ablation.json")
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--render", action="store_true", help="only render --doc from --out")
-    parser.add_argument("--sections", default="meta,normalise", help="meta and/or normalise; others are kept from --out")
+    parser.add_argument("--sections", default="meta,normalise",
+                        help="meta, normalise and/or meta_jaccard (stackers with Jaccard-tuned thresholds); others are kept from --out")
     args = parser.parse_args(argv)
     setup_logging(False)
     from embedensemble.io import read_json, write_json
@@ -359,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
         meta = measure_meta(runs, meta_seeds, held_out, not args.no_lgbm)
         meta["summary"] = summarise(meta, _stack_baseline)
         result["meta"] = meta
+    if "meta_jaccard" in sections:
+        jaccard = measure_meta(runs, meta_seeds[:1], held_out, True, "jaccard", ["all_C1", "same_emotion", "lgbm_all", "lgbm_same_emotion"])
+        jaccard["summary"] = summarise(jaccard, _stack_baseline)
+        result["meta_jaccard"] = jaccard
     if args.normalised and "normalise" in sections:
         norm = measure_normalise(runs, [Path(p) for p in args.normalised.split(",")], meta_seeds, held_out)
         norm["summary"] = summarise(norm, _normalise_baseline)
