@@ -1,4 +1,5 @@
-"""Tweet normalisation: a text view for feature sources (``params: {"normalise": true}`` on a head member).
+"""Tweet normalisation: a text view for feature sources (``params: {"normalise": true}`` on a head member;
+fine-tuned members do not read the flag yet). Measured on train OOF in docs/ablation.md.
 
 :func:`normalise_tweet` rewrites what tokenizers trained on other text handle badly:
 
