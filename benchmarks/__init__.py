@@ -168,7 +168,7 @@ class Section:
         return _Timer(self.result["timings"], key)
 
     def finish(self) -> Path:
-        from embedensemble.io import write_json
+        from embedensemble.fileio import write_json
 
         self.result["finished"] = now_iso()
         self.result["wall_seconds"] = round(time.perf_counter() - self.started, 1)

@@ -170,7 +170,7 @@ def measure_meta(runs: list[Path], meta_seeds: list[int], held_out: Path | None,
     """Stacker and threshold variants, per run and meta seed; thresholds tuned for ``objective`` (threshold variants: macro_f1 only)."""
     from embedensemble.config import CVConfig
     from embedensemble.cv import make_folds
-    from embedensemble.io import read_json
+    from embedensemble.fileio import read_json
 
     names = [m["name"] for m in read_json(runs[0] / "config.json")["members"]]
     variants = {k: v for k, v in stacker_variants(with_lgbm).items() if not only or k in only}
@@ -209,7 +209,7 @@ def measure_normalise(runs: list[Path], normalised: list[Path], meta_seeds: list
     default stacker (meta seeds)."""
     from embedensemble.config import CVConfig
     from embedensemble.cv import make_folds
-    from embedensemble.io import read_json
+    from embedensemble.fileio import read_json
 
     names = [m["name"] for m in read_json(runs[0] / "config.json")["members"]]
     normal = [m["name"] for m in read_json(normalised[0] / "config.json")["members"]]
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="meta, normalise and/or meta_jaccard (stackers with Jaccard-tuned thresholds); others are kept from --out")
     args = parser.parse_args(argv)
     setup_logging(False)
-    from embedensemble.io import read_json, write_json
+    from embedensemble.fileio import read_json, write_json
 
     if args.render:
         args.doc.write_text(render(read_json(args.out)), encoding="utf-8")

@@ -76,7 +76,7 @@ def measure(students: Sequence[Path], n: int, latency_n: int, rounds: int, start
 
     from embedensemble.backbones import get_backbone_spec, resolve_weights
     from embedensemble.ensemble import EmotionEnsemble
-    from embedensemble.io import read_json
+    from embedensemble.fileio import read_json
 
     load_before = os.getloadavg()
     texts, split = _texts(students[0], n)

@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.gpu import library, workload
 from benchmarks.gpu.report import FORMAT, targets
 from embedensemble._logging import get_logger
-from embedensemble.io import write_json
+from embedensemble.fileio import write_json
 
 logger = get_logger("benchmarks.gpu_check")
 ROOT = Path(__file__).resolve().parents[1]

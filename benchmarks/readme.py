@@ -265,7 +265,7 @@ def _with_block(path: Path, block: str) -> str:
 
 def update_readme(out: Path = RESULTS_DIR, readme: Path = README, docs: Path = DOCS) -> list[Path]:
     """Re-render the README's headline block and docs/benchmarks.md's results block (nothing else in either)."""
-    from embedensemble.io import atomic_write_text
+    from embedensemble.fileio import atomic_write_text
 
     return [atomic_write_text(path, _with_block(path, block)) for path, block in _blocks(out, readme, docs).items()]
 

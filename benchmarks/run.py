@@ -137,7 +137,7 @@ def _done_members(config: Any, run_dir: Path) -> list[str]:
 
 
 def _metrics(run_dir: Path) -> dict[str, Any]:
-    from embedensemble.io import read_json
+    from embedensemble.fileio import read_json
     from embedensemble.run_folder import RunFolder
 
     return read_json(RunFolder(run_dir).metrics_file)

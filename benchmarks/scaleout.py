@@ -191,7 +191,7 @@ def measure_fit(tmp: Path, data: Path) -> dict[str, Any]:
     from embedensemble.defaults import default_config
     from embedensemble.distributed.ray_fit import fit_members_ray
     from embedensemble.fitting import fit_members
-    from embedensemble.io import load_array
+    from embedensemble.fileio import load_array
 
     tmp.mkdir(parents=True, exist_ok=True)
     splits = load_dataset(data)

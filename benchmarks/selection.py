@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write(args: argparse.Namespace, default: Any, train: Any, removed: dict[str, Any], started: str, seeds: list[dict[str, Any]], choices: dict[str, Any]) -> dict[str, Any]:
-    from embedensemble.io import write_json
+    from embedensemble.fileio import write_json
 
     result = {"section": "selection", "machine": machine_info(), "started": started, "finished": now_iso(),
               "data": {"folder": str(args.data), "split": "Kaggle train.csv (SemEval-2018 E-c train+dev) without the dev tweets",

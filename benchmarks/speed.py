@@ -312,7 +312,7 @@ def _child(bench: Bench, task: str, tmp: Path, **params: Any) -> dict[str, Any]:
 def _child_main(spec: dict[str, Any]) -> None:
     import torch
 
-    from embedensemble.io import write_json
+    from embedensemble.fileio import write_json
 
     from . import setup_logging
     from .run import Bench

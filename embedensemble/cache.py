@@ -23,7 +23,7 @@ import numpy as np
 
 from ._logging import get_logger, progress
 from .errors import ArtifactError, ConfigError
-from .io import load_array, read_json, save_array, sha256_file, write_json
+from .fileio import load_array, read_json, save_array, sha256_file, write_json
 
 if TYPE_CHECKING:
     from .backbones import Encoder

@@ -186,7 +186,7 @@ class EnsembleConfig:
         return cls.from_dict(data, where=str(path))
 
     def save(self, path: str | Path) -> None:
-        from .io import write_json
+        from .fileio import write_json
 
         write_json(path, self.to_dict())
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .io import texts_digest
+from .fileio import texts_digest
 
 T = TypeVar("T")
 

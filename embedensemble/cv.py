@@ -21,7 +21,7 @@ import numpy as np
 from ._logging import get_logger
 from .config import CVConfig, MemberConfig
 from .data import Corpus
-from .io import load_array, read_json, save_array, texts_digest, write_json
+from .fileio import load_array, read_json, save_array, texts_digest, write_json
 from .labels import N_LABELS
 from .members.base import MemberContext, build_member
 from .run_folder import MemberFolder, data_digest, fold_done_file, fold_prediction_file, folds_digest, read_fold_done
@@ -100,7 +100,7 @@ def cross_fit(
         else:
             if done is not None:
                 logger.info("member %s fold %d was made from other %s; refitting it", config.name, k, _changed(done.get("inputs"), fold_inputs))
-            _fit_fold(config, train, folds, k, member, predict_on, context, fold_inputs)
+            fit_fold(config, train, folds, k, member, predict_on, context, fold_inputs)
             fitted += 1
         oof[val] = load_array(fold_prediction_file(fold_dir, "oof"))
         for split in predict_on:
@@ -124,7 +124,7 @@ def _remove_extra_folds(member: MemberFolder, n_folds: int) -> None:
             shutil.rmtree(member.fold_work_dir(k), ignore_errors=True)
 
 
-def _fit_fold(
+def fit_fold(
     config: MemberConfig,
     train: Corpus,
     folds: np.ndarray,

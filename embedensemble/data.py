@@ -19,7 +19,7 @@ import numpy as np
 from ._logging import get_logger
 from .delimited import read_table
 from .errors import DataError
-from .io import atomic_write_text
+from .fileio import atomic_write_text
 from .labels import EMOTIONS, N_LABELS
 
 logger = get_logger(__name__)

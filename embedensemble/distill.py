@@ -40,7 +40,7 @@ from ._logging import get_logger
 from .config import EnsembleConfig, MemberConfig, StackConfig
 from .data import read_corpus
 from .errors import ArtifactError, ConfigError, DataError, RunNotFoundError
-from .io import load_array, read_json, sha256_file, write_json
+from .fileio import load_array, read_json, sha256_file, write_json
 from .labels import EMOTIONS
 from .manifest import MANIFEST, verify_folder
 from .metrics import evaluate

@@ -21,7 +21,7 @@ from ._cli import add_verbosity, apply_verbosity, run_cli
 from ._logging import get_logger
 from .data import SEMEVAL_FILES, read_corpus
 from .errors import DataError
-from .io import sha256_file
+from .fileio import sha256_file
 
 logger = get_logger(__name__)
 

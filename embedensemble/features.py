@@ -17,7 +17,7 @@ import scipy.sparse as sp
 
 from ._logging import get_logger
 from .errors import ArtifactError, ConfigError
-from .io import check_format_version, load_tensors, read_json, save_tensors, texts_digest, write_json
+from .fileio import check_format_version, load_tensors, read_json, save_tensors, texts_digest, write_json
 
 if TYPE_CHECKING:
     from .context import MemberContext

@@ -26,7 +26,7 @@ from .context import MemberContext
 from .cv import cross_fit, make_folds
 from .data import Corpus
 from .errors import ArtifactError
-from .io import save_array, write_json
+from .fileio import save_array, write_json
 from .locking import run_lock
 from .manifest import library_versions
 from .members.base import check_requirements
@@ -54,7 +54,7 @@ def fit_members(
     run = RunFolder(run_dir)
     run.path.mkdir(parents=True, exist_ok=True)
     with run_lock(run):
-        _start_run(config, train, run, test, eval, data_info or {})
+        start_run(config, train, run, test, eval, data_info or {})
         context = MemberContext(cache_dir=config.cache_dir, seed=config.seed, device=config.device)
         splits = {name: corpus.texts for name, corpus in (("test", test), ("eval", eval)) if corpus is not None}
         for member in config.members:
@@ -64,7 +64,7 @@ def fit_members(
     return run.path
 
 
-def _start_run(config: EnsembleConfig, train: Corpus, run: RunFolder, test: Corpus | None, eval: Corpus | None, data_info: dict) -> None:
+def start_run(config: EnsembleConfig, train: Corpus, run: RunFolder, test: Corpus | None, eval: Corpus | None, data_info: dict) -> None:
     fingerprints = {"train": corpus_fingerprint(train)}
     fingerprints.update({name: corpus_fingerprint(c) for name, c in (("test", test), ("eval", eval)) if c is not None})
     previous = run.run_info().get("fingerprints", {})

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ArtifactError, FormatVersionError, InconsistentVersionWarning, UnsafeArtifactError
-from .io import read_json, sha256_file, write_json
+from .fileio import read_json, sha256_file, write_json
 
 FORMAT_NAME = "embedensemble-ensemble"
 FORMAT_VERSION = 1

@@ -27,7 +27,7 @@ from typing import Any
 from ._logging import get_logger
 from .config import MemberConfig
 from .errors import ConfigError
-from .io import write_json
+from .fileio import write_json
 from .labels import N_LABELS
 from .onnx_member import FORMAT_VERSION, KIND, META_FILE, MODEL_FILE, TOKENIZER_FILE, OnnxClassifierMember, pad_batch
 

@@ -14,7 +14,6 @@ Needs the optional extra ``pip install embedensemble[onnx]`` (onnxruntime).
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,9 @@ from ._logging import get_logger
 from .config import MemberConfig
 from .context import MemberContext
 from .errors import ArtifactError, FormatVersionError, NumericalError
-from .io import read_json
+from .fileio import read_json
 from .members.base import FoldModel, register_member
+from .runtime import default_num_threads
 
 logger = get_logger(__name__)
 
@@ -35,29 +35,14 @@ FORMAT_VERSION = 1
 META_FILE = "onnx.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
-THREADS_ENV = "EMBEDENSEMBLE_NUM_THREADS"
 # Texts per batch, and at most this many (padded) tokens per batch: long tweets get smaller batches.
 BATCH_SIZE = 64
 MAX_BATCH_TOKENS = 64 * 48
 
 
 def onnx_num_threads() -> int:
-    """Threads for ONNX Runtime, by the rule of :func:`embedensemble.backbones.default_num_threads` for torch.
-
-    ``EMBEDENSEMBLE_NUM_THREADS`` if set; else ``OMP_NUM_THREADS`` (which torch reads; ``predict
-    --threads`` sets it) capped at the usable CPUs, else the usable CPUs; and one thread when the
-    machine is oversubscribed (1-min load average >= CPUs + threads): spinning worker threads then
-    wait on each other's descheduled peers. Written without torch so this path never imports it.
-    """
-    wanted = os.environ.get(THREADS_ENV, "")
-    if wanted.isdigit() and int(wanted) > 0:
-        return int(wanted)
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    omp = os.environ.get("OMP_NUM_THREADS", "")
-    threads = min(int(omp), available) if omp.isdigit() and int(omp) > 0 else available
-    if threads > 1 and hasattr(os, "getloadavg") and os.getloadavg()[0] >= available + threads:
-        return 1
-    return threads
+    """Threads for ONNX Runtime: :func:`embedensemble.runtime.default_num_threads` (``$OMP_NUM_THREADS`` as base, no torch)."""
+    return default_num_threads()
 
 
 def length_batches(lengths: np.ndarray, batch_size: int = BATCH_SIZE, max_tokens: int = MAX_BATCH_TOKENS) -> list[np.ndarray]:

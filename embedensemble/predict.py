@@ -10,7 +10,7 @@ thresholds) or probabilities (``--proba``). The input is read ``--chunk-size`` r
 each chunk is scored and written before the next is read, so memory stays bounded; the output
 file appears atomically when every row is written (``-`` or no ``--output``: stdout, as it goes).
 
-Thread policy (shared with ``embedensemble.serve``): :func:`set_thread_policy` fixes torch's
+Thread policy (:mod:`embedensemble.runtime`, shared with ``embedensemble.serve`` and Ray actors): :func:`set_thread_policy` fixes torch's
 intra-op threads once per process, to ``--threads``, else ``$OMP_NUM_THREADS``, else torch's
 default (the physical cores), without importing torch itself; one batch is scored at a time and
 uses all of them.
@@ -32,53 +32,11 @@ from ._cli import add_verbosity, apply_verbosity, run_cli
 from ._logging import get_logger
 from .data import TEXT_COLUMN
 from .errors import ConfigError, DataError
+from .runtime import load_ensemble
 from .text_io import FORMATS, STDIO, PredictionWriter, count_rows, detect_format, iter_text_chunks
 
 logger = get_logger("embedensemble.predict")  # not "__main__" when run with -m
 DEFAULT_CHUNK_SIZE = 1000
-_threads: int | None = None
-_policy_set = False
-
-
-def set_thread_policy(threads: int | None = None) -> int | None:
-    """Fix torch's intra-op thread count once for this process; returns it (``None``: torch's default, untouched).
-
-    torch is not imported for this: when it is not loaded yet (TF-IDF or ONNX-only ensembles never
-    load it), ``threads`` goes to ``$OMP_NUM_THREADS``, which torch reads when a member first imports
-    it. Later calls keep the first choice instead of resizing the pool under running work.
-    """
-    global _threads, _policy_set
-    if _policy_set:
-        return _threads
-    if threads is not None and threads < 1:
-        raise ConfigError(f"--threads must be at least 1, got {threads}")
-    env = os.environ.get("OMP_NUM_THREADS", "")
-    _threads = threads or (int(env) if env.isdigit() and int(env) > 0 else None)
-    if "torch" in sys.modules:
-        torch = sys.modules["torch"]
-        if _threads is not None:
-            torch.set_num_threads(_threads)
-        _threads = torch.get_num_threads()
-    elif _threads is not None:
-        os.environ["OMP_NUM_THREADS"] = str(_threads)
-    _policy_set = True
-    logger.debug("intra-op threads: %s", _threads or "torch's default")
-    return _threads
-
-
-def load_ensemble(
-    path: str | os.PathLike,
-    *,
-    use_cache: bool = False,
-    cache_dir: str | None = None,
-    device: str | None = None,
-    threads: int | None = None,
-):
-    """Apply the thread policy, then load a saved ensemble once (members load on first use)."""
-    from .ensemble import EmotionEnsemble
-
-    set_thread_policy(threads)
-    return EmotionEnsemble.load(path, use_cache=use_cache, cache_dir=cache_dir, device=device)
 
 
 def predict_file(

@@ -31,7 +31,7 @@ from ._cli import add_verbosity, apply_verbosity, run_cli
 from ._logging import get_logger
 from .config import EnsembleConfig, MemberConfig
 from .errors import RunNotFoundError
-from .io import load_array, save_array, write_json
+from .fileio import load_array, save_array, write_json
 from .metrics import evaluate
 from .run_data import RunData, load_run_data
 from .run_folder import RunFolder, data_digest, fold_done_file, fold_prediction_file, read_fold_done

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ArtifactError, RunNotFoundError
-from .io import load_array, read_json
+from .fileio import load_array, read_json
 
 MEMBER_SPLITS = ("oof", "test", "eval")
 CV_MODES = ("kfold", "holdout")

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import ArtifactError, RunNotFoundError
-from .io import PathLike, read_json
+from .fileio import PathLike, read_json
 from .run_folder import RunFolder
 
 COLUMNS = ["name", "created", "data_kind", "members", "split", "macro_f1", "micro_f1", "jaccard", "status", "note", "path"]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import load_tensors, read_json, save_tensors, write_json
+from .fileio import load_tensors, read_json, save_tensors, write_json
 from .labels import N_LABELS
 
 _EPS = 1e-4

@@ -23,7 +23,7 @@ from ._logging import get_logger
 from .config import EnsembleConfig
 from .cv import make_folds
 from .ensemble import EmotionEnsemble
-from .io import save_array, write_json
+from .fileio import save_array, write_json
 from .locking import run_lock
 from .metrics import evaluate
 from .run_folder import RunFolder
@@ -221,7 +221,7 @@ def _report(run: RunFolder) -> None:
 
 def print_summary(run_dir: str | os.PathLike) -> None:
     """Print a stacked run's scores (eval split when it has one, else nested OOF) and where its outputs are."""
-    from .io import read_json
+    from .fileio import read_json
 
     run = RunFolder(run_dir)
     metrics = read_json(run.metrics_file)

@@ -27,7 +27,7 @@ import numpy as np
 from .data import ID_COLUMN, TEXT_COLUMN, _clean_text, _close_match_hint
 from .delimited import _UTF16_BOMS, _detect_delimiter, _fit_row
 from .errors import DataError
-from .io import _UMASK
+from .fileio import _UMASK
 from .labels import EMOTIONS
 
 FORMATS = ("csv", "jsonl", "parquet")

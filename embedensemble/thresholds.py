@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ConfigError
-from .io import read_json, write_json
+from .fileio import read_json, write_json
 from .labels import EMOTIONS, N_LABELS
 from .metrics import OBJECTIVES, f1_threshold_curve, objective_score
 

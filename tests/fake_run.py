@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedensemble.io import atomic_write_text, save_array, write_json
+from embedensemble.fileio import atomic_write_text, save_array, write_json
 from embedensemble.labels import EMOTIONS, N_LABELS
 from embedensemble.metrics import evaluate, f1_threshold_curve
 from embedensemble.run_folder import RunFolder

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from embedensemble.io import load_tensors, read_json, save_tensors, write_json
+from embedensemble.fileio import load_tensors, read_json, save_tensors, write_json
 from embedensemble.labels import N_LABELS
 from embedensemble.members.base import FoldModel, register_member
 

@@ -91,7 +91,7 @@ def test_torchrun_fit_trains_each_fold_on_two_ranks(tmp_path):
     import sys
     from pathlib import Path
 
-    from embedensemble.io import read_json
+    from embedensemble.fileio import read_json
     from tests.synthetic import write_kaggle
     from tests.tiny_models import make_tiny_st_encoder
 

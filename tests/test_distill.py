@@ -18,7 +18,7 @@ from embedensemble.distill import DistillSettings, distill, student_of, student_
 from embedensemble.ensemble import EmotionEnsemble
 from embedensemble.errors import DataError, RunNotFoundError, UnsafeArtifactError
 from embedensemble.fit import main as fit_main
-from embedensemble.io import load_array, read_json, sha256_file
+from embedensemble.fileio import load_array, read_json, sha256_file
 from embedensemble.members.base import MemberContext, build_member, load_member
 from embedensemble.onnx_member import length_batches
 from embedensemble.run_folder import RunFolder

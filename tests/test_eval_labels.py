@@ -13,7 +13,7 @@ from synthetic import write_semeval
 from embedensemble import EnsembleConfig
 from embedensemble.config import CVConfig, MemberConfig
 from embedensemble.data import Corpus, load_dataset
-from embedensemble.io import read_json
+from embedensemble.fileio import read_json
 from embedensemble.run_folder import RunFolder
 from embedensemble.training import fit_ensemble
 

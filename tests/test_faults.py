@@ -22,7 +22,7 @@ import pytest
 from embedensemble import EmotionEnsemble, EnsembleConfig
 from embedensemble.data import load_dataset
 from embedensemble.fitting import fit_members
-from embedensemble.io import load_array, read_json
+from embedensemble.fileio import load_array, read_json
 from embedensemble.run_folder import RunFolder
 from embedensemble.stacking import stack_run
 
@@ -122,7 +122,7 @@ def _commit_points(run: Path) -> list[int]:
 
 
 def _full_disk_after(monkeypatch, n_ok: int) -> None:
-    """Every file written through embedensemble.io after the first ``n_ok`` fails with ENOSPC."""
+    """Every file written through embedensemble.fileio after the first ``n_ok`` fails with ENOSPC."""
     real, calls = os.fsync, [0]
 
     def fsync(fd):

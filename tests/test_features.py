@@ -79,7 +79,7 @@ def test_tfidf_load_refuses_damaged_folders(tweets, tmp_path):
     with pytest.raises(ArtifactError, match="features.json"):
         TfidfFeatures.load(tmp_path)
     TfidfFeatures().fit(tweets[0]).save(tmp_path)
-    from embedensemble.io import load_tensors, save_tensors
+    from embedensemble.fileio import load_tensors, save_tensors
 
     idf = load_tensors(tmp_path / "idf.safetensors")
     save_tensors(tmp_path / "idf.safetensors", {"word": idf["word"][:-1], "char": idf["char"]})

@@ -17,7 +17,7 @@ from embedensemble.data import Corpus, load_dataset
 from embedensemble.errors import ConfigError
 from embedensemble.fitting import fit_members
 from embedensemble.heads import Head
-from embedensemble.io import load_array, read_json
+from embedensemble.fileio import load_array, read_json
 from embedensemble.members.base import MemberContext, check_requirements, load_member
 from embedensemble.stacking import stack_run
 

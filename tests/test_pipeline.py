@@ -12,7 +12,7 @@ from embedensemble.cv import cross_fit, make_folds
 from embedensemble.data import load_dataset
 from embedensemble.errors import ArtifactError, FormatVersionError, UnsafeArtifactError
 from embedensemble.fitting import fit_members
-from embedensemble.io import read_json, write_json
+from embedensemble.fileio import read_json, write_json
 from embedensemble.stacking import stack_run
 from embedensemble.thresholds import ThresholdOptimizer
 from embedensemble.training import fit_ensemble

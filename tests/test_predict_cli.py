@@ -244,16 +244,18 @@ class FakeTorch(types.ModuleType):
 
 @pytest.mark.parametrize("torch_loaded", [False, True])
 def test_thread_policy_is_set_once_without_importing_torch(monkeypatch, torch_loaded):
-    monkeypatch.setattr(predict_cli, "_policy_set", False)
-    monkeypatch.setattr(predict_cli, "_threads", None)
+    from embedensemble import runtime
+
+    monkeypatch.setattr(runtime, "_policy_set", False)
+    monkeypatch.setattr(runtime, "_threads", None)
     monkeypatch.setenv("OMP_NUM_THREADS", "")
     fake = FakeTorch()
     if torch_loaded:
         monkeypatch.setitem(sys.modules, "torch", fake)
     else:
         monkeypatch.delitem(sys.modules, "torch", raising=False)
-    assert predict_cli.set_thread_policy(3) == 3
-    assert predict_cli.set_thread_policy(5) == 3  # the first choice stays
+    assert runtime.set_thread_policy(3) == 3
+    assert runtime.set_thread_policy(5) == 3  # the first choice stays
     if torch_loaded:
         assert fake.threads == 3
     else:

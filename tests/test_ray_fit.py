@@ -8,7 +8,7 @@ from embedensemble.cache import EmbeddingCache
 from embedensemble.config import CVConfig, EnsembleConfig, MemberConfig
 from embedensemble.data import load_dataset
 from embedensemble.fitting import fit_members
-from embedensemble.io import load_array, read_json
+from embedensemble.fileio import load_array, read_json
 from embedensemble.run_folder import RunFolder
 
 from .synthetic import write_kaggle

@@ -15,7 +15,7 @@ from embedensemble import EnsembleConfig
 from embedensemble.data import load_dataset
 from embedensemble.errors import DataError
 from embedensemble.fitting import fit_members
-from embedensemble.io import load_array
+from embedensemble.fileio import load_array
 from embedensemble.stacking import stack_run
 
 from .synthetic import write_kaggle

@@ -14,7 +14,7 @@ from embedensemble.config import CVConfig, MemberConfig
 from embedensemble.data import load_dataset
 from embedensemble.errors import FormatVersionError, InconsistentVersionWarning, UnsafeArtifactError
 from embedensemble.fitting import fit_members
-from embedensemble.io import read_json, write_json
+from embedensemble.fileio import read_json, write_json
 from embedensemble.manifest import CHECKED_LIBRARIES, check_library_versions, library_versions
 from embedensemble.stacking import stack_run
 

@@ -8,7 +8,6 @@ position ids, last-token pooling, optional L2 normalisation. Texts are batched b
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +17,8 @@ import numpy as np
 
 from .._logging import get_logger, progress, progress_enabled, quiet_transformers
 from ..errors import ConfigError, DataError
-from ..io import stable_hash
+from ..fileio import stable_hash
+from ..runtime import default_num_threads as runtime_threads
 from .presets import BackboneSpec, get_backbone_spec
 from .tokens import TextFormat, collate, length_sorted_batches, pool, tokenize
 from .weights import (
@@ -38,24 +38,10 @@ _ST_POOLING = {"mean": "mean", "cls": "cls", "last_token": "lasttoken"}
 
 
 def default_num_threads() -> int:
-    """Torch threads for encoding: ``EMBEDENSEMBLE_NUM_THREADS``, else torch's count capped at the usable CPUs.
-
-    When the machine is oversubscribed (1-min load average >= usable CPUs + these threads, so
-    other processes compete for the cores), one thread is used: OpenMP barriers then stall on
-    descheduled threads, which made small-batch forward passes ~20x slower than single-threaded
-    ones on a shared 2-core machine.
-    """
+    """Torch threads for encoding: :func:`embedensemble.runtime.default_num_threads` with torch's own count as base."""
     import torch
 
-    wanted = os.environ.get("EMBEDENSEMBLE_NUM_THREADS", "")
-    if wanted.isdigit() and int(wanted) > 0:
-        return int(wanted)
-    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    threads = max(1, min(torch.get_num_threads(), available))
-    if threads > 1 and hasattr(os, "getloadavg") and os.getloadavg()[0] >= available + threads:
-        logger.debug("load average %.1f exceeds %d CPUs: encoding with 1 thread", os.getloadavg()[0], available)
-        return 1
-    return threads
+    return runtime_threads(torch.get_num_threads())
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .._logging import get_logger, quiet_transformers
 from ..errors import ArtifactError, WeightsNotFoundError
-from ..io import sha256_file, write_json
+from ..fileio import sha256_file, write_json
 from .presets import BackboneSpec, PackagedWeights
 
 logger = get_logger(__name__)

@@ -16,7 +16,7 @@ from typing import Any
 
 from .._logging import get_logger, quiet_transformers
 from ..errors import ArtifactError, ConfigError, WeightsNotFoundError
-from ..io import read_json, sha256_file, stable_hash, write_json
+from ..fileio import read_json, sha256_file, stable_hash, write_json
 from .packaged import MARKER, build_packaged
 from .presets import PACKAGED_WEIGHTS, BackboneSpec, get_backbone_spec
 

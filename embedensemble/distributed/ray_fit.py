@@ -1,7 +1,7 @@
 """Cross-fitting on Ray: ``python -m embedensemble.fit --engine ray [--address ...] [--num-workers N]``.
 
 Every fold of every member is an independent job, so each runs as a Ray task that fits the fold
-exactly as the sequential path does (:func:`embedensemble.cv._fit_fold`: same model, same seed,
+exactly as the sequential path does (:func:`embedensemble.cv.fit_fold`: same model, same seed,
 same ``fold_<k>/`` folder with its ``DONE`` marker). When a member's folds are done the driver
 gathers them with :func:`embedensemble.fitting.fit_member`, which finds every fold finished with
 the same inputs and only averages and writes ``oof.npy``/``test.npy``/``member.json`` — so the run
@@ -36,7 +36,7 @@ from ..config import EnsembleConfig, MemberConfig
 from ..context import MemberContext
 from ..data import Corpus
 from ..errors import ConfigError, EmbedEnsembleError
-from ..io import texts_digest
+from ..fileio import texts_digest
 from ..run_folder import MemberFolder, RunFolder, read_fold_done
 
 logger = get_logger(__name__)
@@ -72,14 +72,14 @@ def fit_fold_task(
     predict_on: dict[str, list[str]], fold_inputs: dict, plugins: Sequence[str] = (),
 ) -> dict:
     """Fit fold ``k`` of ``member`` into ``member_dir/fold_<k>`` (unless done with the same inputs)."""
-    from ..cv import _fit_fold
+    from ..cv import fit_fold
 
     _import_plugins(plugins)
     started = time.perf_counter()
     folder = MemberFolder(member_dir)
     done = read_fold_done(folder.fold_dir(k))
     if done is None or done.get("inputs") != fold_inputs:
-        _fit_fold(member, train, folds, k, folder, predict_on, _context(config), fold_inputs)
+        fit_fold(member, train, folds, k, folder, predict_on, _context(config), fold_inputs)
     return {"member": member.name, "fold": k, "pid": os.getpid(), "seconds": time.perf_counter() - started}
 
 
@@ -114,7 +114,7 @@ def fit_members_ray(
     (shut down on return). ``plugins``: modules to import in every worker (custom member kinds).
     """
     ray = import_ray()
-    from ..fitting import _start_run, fit_member, member_inputs
+    from ..fitting import start_run, fit_member, member_inputs
     from ..locking import run_lock
     from ..members.base import check_requirements
 
@@ -125,7 +125,7 @@ def fit_members_ray(
     run.path.mkdir(parents=True, exist_ok=True)
     started_here = not ray.is_initialized()
     with run_lock(run):
-        _start_run(config, train, run, test, eval, data_info or {})
+        start_run(config, train, run, test, eval, data_info or {})
         splits = {name: corpus.texts for name, corpus in (("test", test), ("eval", eval)) if corpus is not None}
         if started_here:
             ray.init(address=address, include_dashboard=False, logging_level="WARNING", log_to_driver=False)

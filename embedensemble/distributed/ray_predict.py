@@ -34,7 +34,7 @@ from .. import errors
 from .._logging import get_logger
 from ..data import TEXT_COLUMN
 from ..errors import ArtifactError, ConfigError, EmbedEnsembleError
-from ..io import read_json, sha256_file, write_json
+from ..fileio import read_json, sha256_file, write_json
 from .shards import Shard, input_signature, plan_shards, read_shard
 
 logger = get_logger(__name__)
@@ -88,7 +88,7 @@ class ShardPredictor:
         use_cache: bool,
         cache_dir: str | None,
     ) -> None:
-        from ..predict import load_ensemble
+        from ..runtime import load_ensemble
 
         self.ensemble = load_ensemble(ensemble_dir, use_cache=use_cache, cache_dir=cache_dir, device=device, threads=threads)
         self.output_dir = Path(output_dir)

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from .._logging import get_logger
-from ..io import atomic_write_bytes, read_json, write_json
+from ..fileio import atomic_write_bytes, read_json, write_json
 
 logger = get_logger(__name__)
 

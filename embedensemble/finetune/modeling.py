@@ -17,7 +17,7 @@ import torch
 from .._logging import get_logger
 from ..backbones.tokens import TextFormat
 from ..errors import ArtifactError, ConfigError
-from ..io import write_json
+from ..fileio import write_json
 from .args import FinetuneArgs
 from .checkpoint import read_tensors, write_tensors
 

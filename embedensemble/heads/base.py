@@ -21,7 +21,7 @@ import scipy.sparse as sp
 
 from .._logging import get_logger
 from ..errors import ArtifactError, ConfigError
-from ..io import check_format_version, read_json, write_json
+from ..fileio import check_format_version, read_json, write_json
 
 logger = get_logger(__name__)
 

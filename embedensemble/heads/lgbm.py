@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ArtifactError
-from ..io import atomic_write_text
+from ..fileio import atomic_write_text
 from .base import Head, is_number, register_head
 
 

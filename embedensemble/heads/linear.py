@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ..errors import ArtifactError
-from ..io import load_tensors, save_tensors
+from ..fileio import load_tensors, save_tensors
 from .base import Head, register_head
 
 

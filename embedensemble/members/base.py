@@ -28,7 +28,7 @@ import numpy as np
 from ..config import MemberConfig
 from ..context import MemberContext
 from ..errors import ArtifactError, ConfigError
-from ..io import read_json, write_json
+from ..fileio import read_json, write_json
 from ..labels import N_LABELS
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from ..distributed.ddp import current as data_parallel
 from ..errors import ArtifactError, NumericalError
 from ..finetune.args import FinetuneArgs
 from ..finetune.training import StepCallback, TokenizedData, predict_outputs, train, use_bf16
-from ..io import check_format_version, read_json, stable_hash, write_json
+from ..fileio import check_format_version, read_json, stable_hash, write_json
 from .base import FoldModel, MemberContext
 
 logger = get_logger(__name__)

@@ -39,7 +39,7 @@ from ..config import MemberConfig
 from ..context import MemberContext
 from ..errors import ArtifactError, ConfigError, FormatVersionError
 from ..heads import Head, load_head, make_head
-from ..io import load_array, read_json, save_array, sha256_file, texts_digest, write_json
+from ..fileio import load_array, read_json, save_array, sha256_file, texts_digest, write_json
 from ..run_folder import fold_done_file, folds_digest, read_fold_done
 from .base import FoldModel, load_member, load_member_shared, register_member, saved_fold_dirs
 

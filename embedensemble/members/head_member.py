@@ -17,7 +17,7 @@ from ..config import MemberConfig
 from ..errors import ArtifactError, ConfigError
 from ..features import FeatureSource, TfidfFeatures, make_features
 from ..heads import Head, load_head, make_head
-from ..io import read_json, write_json
+from ..fileio import read_json, write_json
 from .base import FoldModel, MemberContext, register_member
 
 logger = get_logger(__name__)

@@ -26,7 +26,7 @@ from ..finetune.modeling import (
     save_full,
     text_format,
 )
-from ..io import texts_digest
+from ..fileio import texts_digest
 from .base import register_member
 from .finetune_member import FinetuneMember
 

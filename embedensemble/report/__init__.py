@@ -18,7 +18,7 @@ import numpy as np
 
 from .._logging import get_logger
 from ..errors import ArtifactError, RunNotFoundError
-from ..io import PathLike, atomic_write_bytes, atomic_write_text, load_array, read_json
+from ..fileio import PathLike, atomic_write_bytes, atomic_write_text, load_array, read_json
 from ..labels import EMOTIONS, N_LABELS
 from ..run_folder import RunFolder
 from . import html as H

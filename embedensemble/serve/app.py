@@ -3,7 +3,7 @@
 One ensemble per app, loaded once when the app is created (its members load on the first
 prediction, or at start-up with ``warmup=True``). Model calls run in a worker thread, one at a
 time (a lock), so the event loop keeps answering ``/health`` during a long batch and torch's
-thread pool (see :func:`embedensemble.predict.set_thread_policy`) is never shared by two batches.
+thread pool (see :func:`embedensemble.runtime.set_thread_policy`) is never shared by two batches.
 
 Every failure is answered, never raised into the server: bad input gets 400/413/422 with a
 ``detail`` message saying what to change; a model failure gets 500 with the exception's type and
@@ -79,7 +79,7 @@ def create_app(
 
     ``max_batch``: most texts per request; ``max_chars``: most characters per text (both 413 when
     exceeded). ``use_cache``/``threads`` apply when loading from a path (see
-    :func:`embedensemble.predict.load_ensemble`). ``warmup=True`` scores one text at start-up so
+    :func:`embedensemble.runtime.load_ensemble`). ``warmup=True`` scores one text at start-up so
     the first request does not pay for loading the members.
     """
     from fastapi import FastAPI, Request
@@ -90,7 +90,7 @@ def create_app(
         raise ConfigError(f"max_batch and max_chars must be at least 1, got {max_batch} and {max_chars}")
     source = None
     if isinstance(ensemble_or_dir, str | os.PathLike):
-        from ..predict import load_ensemble
+        from ..runtime import load_ensemble
 
         source = str(ensemble_or_dir)
         ensemble = load_ensemble(Path(ensemble_or_dir), use_cache=use_cache, threads=threads)
