@@ -35,6 +35,7 @@ from .labels import EMOTIONS
 from .manifest import verify_folder, write_manifest
 from .members.base import FoldModel, load_member_shared, saved_dependencies, saved_fold_dirs
 from .run_folder import RUN_ONLY_FOLD_FILES
+from .runtime import set_thread_policy
 from .stacker import Stacker
 from .thresholds import ThresholdOptimizer
 
@@ -237,3 +238,20 @@ def _recover_interrupted_save(path: Path) -> Path:
         logger.warning("%s: restoring the previous ensemble from %s (a save was interrupted)", path, backup.name)
         os.replace(backup, path)
     return path
+
+
+def load_ensemble(
+    path: str | os.PathLike,
+    *,
+    use_cache: bool = False,
+    cache_dir: str | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+) -> EmotionEnsemble:
+    """For serving processes: apply the process's thread policy once, then load a saved ensemble.
+
+    The CLI, the HTTP service and Ray actors use it; members load on first use.
+    """
+    set_thread_policy(threads)
+    return EmotionEnsemble.load(path, use_cache=use_cache, cache_dir=cache_dir, device=device)
+

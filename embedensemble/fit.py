@@ -72,8 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = args.run or Path("artifacts") / config.name
     info = {"data_dir": str(Path(splits.files["train"]).parent.resolve()), "data_kind": splits.kind, "files": splits.files}
     info["eval_overlap"] = splits.overlap.get("eval")  # eval rows that are train tweets, excluded by load_dataset
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: one fine-tune on several GPUs (distributed/ddp.py)
-        from .distributed.ddp import rank_run_dir
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun: one fine-tune on several GPUs (finetune/parallel.py)
+        from .finetune.parallel import rank_run_dir
 
         run_dir = rank_run_dir(run_dir)
     if args.engine == "ray":

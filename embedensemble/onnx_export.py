@@ -29,7 +29,7 @@ from .config import MemberConfig
 from .errors import ConfigError
 from .fileio import write_json
 from .labels import N_LABELS
-from .onnx_member import FORMAT_VERSION, KIND, META_FILE, MODEL_FILE, TOKENIZER_FILE, OnnxClassifierMember, pad_batch
+from .members.onnx_classifier import FORMAT_VERSION, KIND, META_FILE, MODEL_FILE, TOKENIZER_FILE, OnnxClassifierMember, pad_batch
 
 logger = get_logger(__name__)
 

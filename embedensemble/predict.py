@@ -31,8 +31,8 @@ from pathlib import Path
 from ._cli import add_verbosity, apply_verbosity, run_cli
 from ._logging import get_logger
 from .data import TEXT_COLUMN
+from .ensemble import load_ensemble
 from .errors import ConfigError, DataError
-from .runtime import load_ensemble
 from .text_io import FORMATS, STDIO, PredictionWriter, count_rows, detect_format, iter_text_chunks
 
 logger = get_logger("embedensemble.predict")  # not "__main__" when run with -m

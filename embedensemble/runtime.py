@@ -1,4 +1,4 @@
-"""One process-wide runtime policy for prediction: how many threads, and loading a predictor once.
+"""One process-wide thread policy for every compute path.
 
 Every path that computes (the torch :class:`~embedensemble.backbones.Encoder`, the ONNX student,
 ``python -m embedensemble.predict``, the HTTP service and Ray actors) asks :func:`default_num_threads`
@@ -18,13 +18,9 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING
 
 from ._logging import get_logger
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .ensemble import EmotionEnsemble
 
 logger = get_logger(__name__)
 
@@ -80,18 +76,3 @@ def set_thread_policy(threads: int | None = None) -> int | None:
     _policy_set = True
     logger.debug("intra-op threads: %s", _threads or "torch's default")
     return _threads
-
-
-def load_ensemble(
-    path: str | os.PathLike,
-    *,
-    use_cache: bool = False,
-    cache_dir: str | None = None,
-    device: str | None = None,
-    threads: int | None = None,
-) -> EmotionEnsemble:
-    """Apply the thread policy, then load a saved ensemble once (members load on first use)."""
-    from .ensemble import EmotionEnsemble
-
-    set_thread_policy(threads)
-    return EmotionEnsemble.load(path, use_cache=use_cache, cache_dir=cache_dir, device=device)

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from embedensemble.backbones.tokens import TextFormat
-from embedensemble.distributed.ddp import DataParallel, current, run_processes
 from embedensemble.finetune.args import FinetuneArgs
 from embedensemble.finetune.classifiers import PooledClassifier
+from embedensemble.finetune.parallel import DataParallel, current, run_processes
 from embedensemble.finetune.training import TokenizedData, train
 from embedensemble.labels import N_LABELS
 

@@ -17,10 +17,10 @@ from embedensemble.config import MemberConfig
 from embedensemble.distill import DistillSettings, distill, student_of, student_report_file
 from embedensemble.ensemble import EmotionEnsemble
 from embedensemble.errors import DataError, RunNotFoundError, UnsafeArtifactError
-from embedensemble.fit import main as fit_main
 from embedensemble.fileio import load_array, read_json, sha256_file
+from embedensemble.fit import main as fit_main
 from embedensemble.members.base import MemberContext, build_member, load_member
-from embedensemble.onnx_member import length_batches
+from embedensemble.members.onnx_classifier import length_batches
 from embedensemble.run_folder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -202,7 +202,7 @@ def test_length_batches_cover_every_text_once_within_the_token_budget():
 def test_onnx_threads_follow_the_library_policy(monkeypatch):
     import os
 
-    from embedensemble.onnx_member import onnx_num_threads
+    from embedensemble.members.onnx_classifier import onnx_num_threads
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.setattr(os, "getloadavg", lambda: (0.5, 0.5, 0.5))

@@ -1,5 +1,5 @@
-"""Scale-out: batch prediction and cross-fitting on Ray, data-parallel fine-tuning on several GPUs.
+"""Scale-out on Ray: batch prediction and cross-fitting.
 
 Optional: ``pip install embedensemble[ray]``. Nothing here is imported by the single-process
-paths; :mod:`.ray_predict` and :mod:`.ray_fit` import Ray when called, :mod:`.ddp` needs only torch.
+paths; :mod:`.ray_predict` and :mod:`.ray_fit` import Ray when called; data-parallel fine-tuning (DDP) is :mod:`embedensemble.finetune.parallel`.
 """

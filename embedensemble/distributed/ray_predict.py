@@ -88,7 +88,7 @@ class ShardPredictor:
         use_cache: bool,
         cache_dir: str | None,
     ) -> None:
-        from ..runtime import load_ensemble
+        from ..ensemble import load_ensemble
 
         self.ensemble = load_ensemble(ensemble_dir, use_cache=use_cache, cache_dir=cache_dir, device=device, threads=threads)
         self.output_dir = Path(output_dir)

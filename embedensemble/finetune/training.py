@@ -126,7 +126,7 @@ def train(
 ) -> dict[str, Any]:
     """Train the trainable parameters of ``model`` in place; returns statistics and the loss history.
 
-    ``parallel``: this process's :class:`~embedensemble.distributed.ddp.DataParallel` part when
+    ``parallel``: this process's :class:`~embedensemble.finetune.parallel.DataParallel` part when
     several processes train one model (each takes its rows of every batch; same loss curve).
     """
     bf16 = use_bf16(args, device)

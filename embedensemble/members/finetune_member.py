@@ -21,11 +21,11 @@ from .._logging import get_logger
 from ..backbones.tokens import TextFormat, tokenize
 from ..backbones.weights import resolve_device
 from ..config import MemberConfig
-from ..distributed.ddp import current as data_parallel
 from ..errors import ArtifactError, NumericalError
-from ..finetune.args import FinetuneArgs
-from ..finetune.training import StepCallback, TokenizedData, predict_outputs, train, use_bf16
 from ..fileio import check_format_version, read_json, stable_hash, write_json
+from ..finetune.args import FinetuneArgs
+from ..finetune.parallel import current as data_parallel
+from ..finetune.training import StepCallback, TokenizedData, predict_outputs, train, use_bf16
 from .base import FoldModel, MemberContext
 
 logger = get_logger(__name__)
@@ -101,7 +101,7 @@ class FinetuneMember(FoldModel):
                 fingerprint=fingerprint,
                 step_callback=self.step_callback,
                 show_progress_bar=self.context.show_progress_bar,
-                parallel=data_parallel(self.device),  # None unless launched by torchrun (distributed/ddp.py)
+                parallel=data_parallel(self.device),  # None unless launched by torchrun (finetune/parallel.py)
             )
         stats = self.train_stats_
         logger.info(

@@ -79,7 +79,7 @@ def create_app(
 
     ``max_batch``: most texts per request; ``max_chars``: most characters per text (both 413 when
     exceeded). ``use_cache``/``threads`` apply when loading from a path (see
-    :func:`embedensemble.runtime.load_ensemble`). ``warmup=True`` scores one text at start-up so
+    :func:`embedensemble.ensemble.load_ensemble`). ``warmup=True`` scores one text at start-up so
     the first request does not pay for loading the members.
     """
     from fastapi import FastAPI, Request
@@ -90,7 +90,7 @@ def create_app(
         raise ConfigError(f"max_batch and max_chars must be at least 1, got {max_batch} and {max_chars}")
     source = None
     if isinstance(ensemble_or_dir, str | os.PathLike):
-        from ..runtime import load_ensemble
+        from ..ensemble import load_ensemble
 
         source = str(ensemble_or_dir)
         ensemble = load_ensemble(Path(ensemble_or_dir), use_cache=use_cache, threads=threads)

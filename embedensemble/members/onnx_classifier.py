@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from ._logging import get_logger
-from .config import MemberConfig
-from .context import MemberContext
-from .errors import ArtifactError, FormatVersionError, NumericalError
-from .fileio import read_json
-from .members.base import FoldModel, register_member
-from .runtime import default_num_threads
+from .._logging import get_logger
+from ..config import MemberConfig
+from ..context import MemberContext
+from ..errors import ArtifactError, FormatVersionError, NumericalError
+from ..fileio import read_json
+from ..runtime import default_num_threads
+from .base import FoldModel, register_member
 
 logger = get_logger(__name__)
 
