@@ -321,7 +321,9 @@ def render(result: dict[str, Any]) -> str:
         lines += ["## Tweet normalisation (member `params: {\"normalise\": true}`)", "",
                   f"Normalising runs at {norm['normalise_tweets_per_second']} tweets/s on one core (the embedding cost is unchanged). "
                   f"Members alone are scored on their run's folds; stacks ({norm['stacker']}) on the meta-fold seeds. Fit s: the member's 5-fold "
-                  "cross-fit, fastest–slowest run (the slowest normalised run embedded the normalised tweets, cold cache).", "",
+                  "cross-fit, fastest–slowest run, wall-clock on a shared 2-core machine; a run that found the embedding cache cold "
+                  "(the first normalised run of each backbone; the seed-42 default run) includes computing the embeddings. "
+                  f"Normalised members: {', '.join(norm['members'])}.", "",
                   "| variant | macro-F1 | baseline | gain (macro) | gain (micro) | gain (Jaccard) | fit s | verdict |", "|---|---|---|---|---|---|---|---|"]
         for key in norm["order"]:
             row = norm["summary"][key]
