@@ -11,7 +11,7 @@ fine-tuned members do not read the flag yet). Measured on train OOF in docs/abla
   lower-case run is segmented with a unigram model (``#nevergiveup`` -> ``never give up``);
 * elongations -> two letters (``sooooo`` -> ``soo``), repeated punctuation -> three marks.
 
-Needs the ``emoji`` and ``wordsegment`` packages (``pip install embedensemble[normalise]``); both
+Needs the ``emoji`` and ``wordsegment`` packages (core dependencies, since the default config uses it); both
 are required rather than used when present, so one config always gives the same features.
 ``NORMALISE_VERSION`` names the rules: change it when the output of any rule changes.
 """
@@ -54,7 +54,7 @@ def _require(module: str):
         return importlib.import_module(module)
     except ImportError:
         raise ConfigError(
-            f"tweet normalisation needs the '{module}' package: pip install 'embedensemble[normalise]' (or pip install {module})"
+            f"tweet normalisation needs the '{module}' package: pip install {module} (a dependency of embedensemble)"
         ) from None
 
 
