@@ -16,6 +16,7 @@ run folders live in a temporary folder; it touches the README only with ``--read
 from __future__ import annotations
 
 import argparse
+import json
 import dataclasses
 import os
 import shutil
@@ -51,6 +52,7 @@ class Bench:
     cache_dir: str | None = None
     threads: int = 1  # torch threads of this process (set in ``main``)
     torch_default_threads: int = 1  # what torch picked before the benchmark changed it
+    reuse_baselines: bool = False  # quality: keep the plain baselines of the previous quality.json
     sizes: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -181,6 +183,13 @@ def run_quality(bench: Bench) -> Path:
     verdict = res["stack_vs_best_member"]
     (logger.info if verdict["stack_beats_best_member"] else logger.warning)(
         "dev macro-F1: stack %.4f vs best member %s %.4f", verdict["stack"], verdict["best_member"], verdict["best_member_score"])
+    previous = bench.out / "quality.json"
+    if bench.reuse_baselines and previous.is_file() and json.loads(previous.read_text()).get("baselines"):
+        # The plain baselines do not depend on the library's config: a config change need not re-measure them.
+        old = json.loads(previous.read_text())
+        res["baselines"], res["baselines_measured"] = old["baselines"], old.get("finished") or old["machine"].get("date")
+        res["references"] = baselines.REFERENCES
+        return section.finish()
     res["baselines"] = {}
     with section.time("baseline_tfidf_logreg"):
         res["baselines"]["tfidf-logreg (sklearn)"] = baselines.tfidf_logreg(train.texts, train.labels, dev.texts, dev.labels)
@@ -307,6 +316,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where <section>.json files go (default benchmarks/results)")
     parser.add_argument("--no-readme", action="store_true", help="do not update the README results block")
+    parser.add_argument("--reuse-baselines", action="store_true",
+                        help="quality: keep the plain baselines (sklearn, SentenceTransformer + LR, HF Trainer) of the previous quality.json")
     parser.add_argument("--readme", action="store_true", help="update the README block even with --quick")
     parser.add_argument("--config", type=Path, default=ROOT / "experiments" / "default.json")
     parser.add_argument("--finetune-config", type=Path, default=ROOT / "experiments" / "finetune-cpu.json")
@@ -338,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args.quick, args.out, runs_root, args.config, args.semeval, args.kaggle, args.finetune_config, args.cache_dir)
     bench.torch_default_threads = torch.get_num_threads()
     bench.threads = args.threads or library_threads()
+    bench.reuse_baselines = args.reuse_baselines
     torch.set_num_threads(bench.threads)  # Trainer, fine-tuning and plain sentence-transformers follow it
     logger.info("torch threads: %d (torch default %d, load average %.1f)", bench.threads, bench.torch_default_threads, os.getloadavg()[0])
     failed = []

@@ -65,7 +65,11 @@ def _choices(results: dict[str, dict[str, Any]], config: str, section: str) -> s
     if chosen_on_oof(results, config):
         held = selection["data"].get("held_out", {}).get("rows_removed", 0)
         where = f"Kaggle train.csv{' minus the dev tweets' if held else ''}, {selection['n_folds']}-fold OOF, {len(selection['seeds'])} seed(s)"
-        return f"C, LightGBM class weights, member set: {where}"
+        choices = f"C, LightGBM class weights, member set: {where}"
+        ablation = results.get("ablation")
+        if ablation:  # the stacker's features and tweet normalisation were chosen by benchmarks/ablation.py
+            choices += "; stacker features, tweet normalisation: Kaggle train.csv minus the dev tweets, 5-fold OOF, nested, 3x3 seeds"
+        return choices
     if config == "finetune-cpu":
         return "member set: SemEval dev (chosen before dev became a final check; not re-selected on OOF yet)"
     return "SemEval dev (not re-selected on OOF yet)"
