@@ -130,18 +130,26 @@ def rank_run_dir(run_dir: str | os.PathLike) -> Path:
     return mine
 
 
-def run_processes(fn: Callable[..., Any], world_size: int, *args: Any, port: int = 29531) -> None:
-    """Run ``fn(parallel, *args)`` in ``world_size`` local processes joined by gloo (tests, CPU trials)."""
+def run_processes(fn: Callable[..., Any], world_size: int, *args: Any, port: int | None = None) -> None:
+    """Run ``fn(parallel, *args)`` in ``world_size`` local processes joined by gloo (tests, CPU trials).
+
+    ``port``: the rendezvous port; default a free one chosen now, so two trials (or a leftover socket
+    of an earlier one) never meet on a fixed port.
+    """
+    import socket
+
     import torch.multiprocessing as mp
 
+    if port is None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
     mp.spawn(_worker, args=(world_size, port, fn, args), nprocs=world_size, join=True)
 
 
 def _worker(rank: int, world_size: int, port: int, fn: Callable[..., Any], args: tuple) -> None:
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
         fn(DataParallel(rank, world_size), *args)
     finally:
