@@ -25,6 +25,7 @@ from .cv import make_folds
 from .ensemble import EmotionEnsemble
 from .fileio import save_array, write_json
 from .locking import run_lock
+from .manifest import check_library_versions
 from .metrics import evaluate
 from .run_folder import RunFolder
 from .stacker import Stacker, stacker_oof
@@ -79,6 +80,8 @@ def _threshold_optimizer(config: EnsembleConfig, objective: str | None) -> Thres
 def fit_stack(run: RunFolder, *, objective: str | None = None, members: list[str] | None = None) -> StackFit:
     """Fit the stacker and thresholds on the run's out-of-fold probabilities."""
     run.require_config()
+    # Members fitted under other library versions are stacked as they are, but the user is told (as on load).
+    check_library_versions(run.run_info().get("versions"), run.run_file)
     config = EnsembleConfig.load(run.config_file)
     names = finished_members(run, config, members or config.stack.members)
     labels = run.train_labels()

@@ -134,3 +134,17 @@ def test_checksums_still_guard_everything_but_the_manifest(ensemble_dir):
     fold_json.write_text(fold_json.read_text().replace("{", '{"format_version": 99, ', 1))
     with pytest.raises(UnsafeArtifactError, match="checksum"):
         EmotionEnsemble.load(ensemble_dir)
+
+
+def test_stacking_a_run_fitted_under_other_versions_warns(saved, tmp_path):
+    import shutil
+
+    run = shutil.copytree(saved.parent, tmp_path / "run")
+    info = read_json(run / "run.json")
+    info["versions"] = {**info["versions"], "scikit-learn": bump(info["versions"]["scikit-learn"])}
+    write_json(run / "run.json", info)
+    with pytest.warns(InconsistentVersionWarning, match="scikit-learn"):
+        stack_run(run, write_report=False)
+    with warnings.catch_warnings():  # the run as fitted: silent
+        warnings.simplefilter("error", InconsistentVersionWarning)
+        stack_run(shutil.copytree(saved.parent, tmp_path / "as_fitted"), write_report=False)
