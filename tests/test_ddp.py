@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from embedensemble.backbones import torch_threads
 from embedensemble.backbones.tokens import TextFormat
 from embedensemble.finetune.args import FinetuneArgs
 from embedensemble.finetune.classifiers import PooledClassifier
@@ -55,12 +56,8 @@ def _fit(parallel, out_file, params):
     ],
 )
 def test_two_processes_follow_the_single_process_loss_curve(tmp_path, params):
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):  # as each rank runs
         _fit(None, tmp_path / "one.json", params)
-    finally:
-        torch.set_num_threads(before)
     run_processes(_fit, 2, tmp_path / "two.json", params, port=29500 + np.random.default_rng().integers(1000))
     one, two = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("one", "two"))
     assert len(one["loss"]) == len(two["loss"]) == params["max_steps"]

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from synthetic import make_tweets, write_kaggle
 from tiny_models import make_tiny_st_encoder
 
@@ -27,12 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = {"warmup_ratio": 0.0, "save_every_steps": 1000}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

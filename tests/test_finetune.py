@@ -22,14 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # -- fixtures ----------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models spend more time in thread hand-offs than in arithmetic; one thread is faster
-    # and immune to other processes competing for the cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

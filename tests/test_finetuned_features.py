@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from synthetic import write_semeval
 from tiny_models import make_tiny_st_encoder
 
@@ -15,9 +14,9 @@ from embedensemble import EmotionEnsemble
 from embedensemble.config import CVConfig, EnsembleConfig, MemberConfig, StackConfig
 from embedensemble.data import Corpus, load_dataset
 from embedensemble.errors import ConfigError
+from embedensemble.fileio import load_array, read_json
 from embedensemble.fitting import fit_members
 from embedensemble.heads import Head
-from embedensemble.fileio import load_array, read_json
 from embedensemble.members.base import MemberContext, check_requirements, load_member
 from embedensemble.stacking import stack_run
 
@@ -34,12 +33,7 @@ SOURCE_PARAMS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(encoder: Path, cache: Path, **stack) -> EnsembleConfig:

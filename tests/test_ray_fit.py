@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
-import torch
 
+from embedensemble.backbones import torch_threads
 from embedensemble.cache import EmbeddingCache
 from embedensemble.config import CVConfig, EnsembleConfig, MemberConfig
 from embedensemble.data import load_dataset
-from embedensemble.fitting import fit_members
 from embedensemble.fileio import load_array, read_json
+from embedensemble.fitting import fit_members
 from embedensemble.run_folder import RunFolder
 
 from .synthetic import write_kaggle
@@ -48,12 +48,8 @@ def test_ray_fit_writes_the_sequential_run_folder(tmp_path, ray_session):
     encoder = make_tiny_st_encoder(tmp_path / "encoder")
     splits = load_dataset(write_kaggle(tmp_path / "data", n_train=90, n_test=20))
     config = _config(encoder, tmp_path / "cache-seq")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # Ray tasks run one thread each: the same float reductions
-    try:
+    with torch_threads(1):  # Ray tasks run one thread each: the same float reductions
         fit_members(config, splits.train, tmp_path / "seq", test=splits.test)
-    finally:
-        torch.set_num_threads(before)
     config.cache_dir = str(tmp_path / "cache-ray")  # a cold cache, filled by concurrent tasks
     fit_members_ray(config, splits.train, tmp_path / "ray", test=splits.test, num_workers=2)
 
