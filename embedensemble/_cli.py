@@ -22,6 +22,11 @@ def apply_verbosity(args: argparse.Namespace) -> None:
     set_verbosity(logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO)
 
 
+def member_list(text: str | None) -> list[str] | None:
+    """``--members a,b`` as a list of names (blank entries dropped); ``None`` when the option is absent."""
+    return [name.strip() for name in text.split(",") if name.strip()] if text else None
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> int:
     """Run ``main``; a user error prints ``error: <message>`` (no traceback) and exits with code 2."""
     try:

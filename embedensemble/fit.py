@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._cli import add_verbosity, apply_verbosity, run_cli
+from ._cli import add_verbosity, apply_verbosity, member_list, run_cli
 from ._logging import get_logger
 from .config import EnsembleConfig
 from .data import DATA_ENV, load_dataset
@@ -46,7 +46,7 @@ def resolve_config(args: argparse.Namespace) -> EnsembleConfig:
     config = EnsembleConfig.load(args.config) if args.config else default_config()
     data = config.to_dict()
     if args.members:
-        wanted = [m.strip() for m in args.members.split(",") if m.strip()]
+        wanted = member_list(args.members)
         unknown = sorted(set(wanted) - {m["name"] for m in data["members"]})
         if unknown:
             raise ConfigError(f"--members: unknown member(s) {unknown}; the config has {[m['name'] for m in data['members']]}")

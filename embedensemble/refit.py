@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ._cli import add_verbosity, apply_verbosity, run_cli
+from ._cli import add_verbosity, apply_verbosity, member_list, run_cli
 from ._logging import get_logger
 from .config import EnsembleConfig, MemberConfig
 from .errors import RunNotFoundError
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     apply_verbosity(args)
-    members = [m.strip() for m in args.members.split(",") if m.strip()] if args.members else None
+    members = member_list(args.members)
     metrics = refit_full(args.run, members=members, data_dir=args.data)
     run = RunFolder(args.run)
     evaluation = metrics["stack"].get("eval")

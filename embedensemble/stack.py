@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._cli import add_verbosity, apply_verbosity, run_cli
+from ._cli import add_verbosity, apply_verbosity, member_list, run_cli
 from .config import OBJECTIVES
 from .errors import RunNotFoundError
 from .stacking import stack_and_print
@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_verbosity(args)
     if not args.run.is_dir():
         raise RunNotFoundError(f"run folder {args.run} does not exist")
-    members = [m.strip() for m in args.members.split(",")] if args.members else None
+    members = member_list(args.members)
     stack_and_print(args.run, args.objective, members, not args.no_report)
     if args.refit_full:
         from .refit import main as refit_main
