@@ -109,6 +109,22 @@ def test_pooled_full_finetune_encoder(models, tweets, tmp_path):
     assert (tmp_path / "fold" / "backbone.safetensors").is_file()
 
 
+def test_normalise_param_feeds_normalised_tweets_to_training_and_prediction(models, tweets, tmp_path):
+    from embedensemble.normalise import normalise_tweet
+
+    texts = ["so happy \U0001F602 #BestDayEver @friend", "&amp; soooo scared http://t.co/x"] + tweets[0][:14]
+    labels = tweets[1][:16]
+    plain = _member("pooled-finetune", models["bert"], adapter="none", max_steps=2)
+    member = _member("pooled-finetune", models["bert"], adapter="none", max_steps=2, normalise=True)
+    member.fit(texts, labels)
+    plain._build(training=False)
+    assert member._tokenize(texts[:2]) == plain._tokenize([normalise_tweet(t) for t in texts[:2]])
+    assert member._tokenize(texts[:2]) != plain._tokenize(texts[:2])
+    _roundtrip(member, texts, tmp_path)  # the reloaded member normalises too: same probabilities
+    with pytest.raises(ConfigError, match="'normalise' must be true/false"):
+        FinetuneArgs.from_params({"normalise": "yes"}, kind="pooled-finetune")
+
+
 @pytest.mark.parametrize("adapter,family,lr", [("lora", "gemma", 5e-3), ("ia3", "mistral", 5e-2)])
 def test_seqcls_adapters(models, tweets, tmp_path, adapter, family, lr):
     texts, labels = tweets

@@ -52,6 +52,9 @@ class FinetuneArgs:
     ``packing`` (pooled decoders only) packs each batch's texts padding-free into rows with
     block-diagonal attention (:mod:`embedensemble.backbones.packing`): same numbers, no padding.
     ``backbone_options`` are passed to ``get_backbone_spec`` (e.g. ``pooling``, ``task``).
+    ``normalise``: the member reads :func:`embedensemble.normalise.normalise_tweet`'s view of each text
+    (emoji as words, segmented hashtags, placeholders) when training and predicting; subword tokenizers
+    map most emoji to an unknown token, so a fine-tuned encoder sees them only this way.
     """
 
     adapter: str = "lora"
@@ -84,6 +87,7 @@ class FinetuneArgs:
     packing: bool = False
     predict_batch_size: int = 64
     seed: int | None = None
+    normalise: bool = False
     backbone_options: dict[str, Any] = field(default_factory=dict)
 
     DEFAULT_MAX_LENGTH: ClassVar[int] = 128

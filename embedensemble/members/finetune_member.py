@@ -26,6 +26,7 @@ from ..fileio import check_format_version, read_json, stable_hash, write_json
 from ..finetune.args import FinetuneArgs
 from ..finetune.parallel import current as data_parallel
 from ..finetune.training import StepCallback, TokenizedData, predict_outputs, train, use_bf16
+from ..normalise import normalise_tweet
 from .base import FoldModel, MemberContext
 
 logger = get_logger(__name__)
@@ -165,6 +166,8 @@ class FinetuneMember(FoldModel):
     # -- helpers -----------------------------------------------------------------------------------------
 
     def _tokenize(self, texts: list[str]) -> list[list[int]]:
+        if self.args.normalise:
+            texts = [normalise_tweet(text) for text in texts]
         return tokenize(self.tokenizer, texts, self.fmt)
 
     def _run(self, fn: Any, texts: list[str]) -> np.ndarray:
