@@ -246,8 +246,8 @@ def measure_normalise(runs: list[Path], normalised: list[Path], meta_seeds: list
             for key, proba in stacks.items():
                 entry["scores"].setdefault(key, []).append(nested_scores(stack_oof(fit_predict, proba, labels, folds), labels, folds, {}))
         per_run.append(entry)
-    from embedensemble.normalise import normalise_texts
     from embedensemble import load_dataset
+    from embedensemble.normalise import normalise_texts
 
     texts = list(load_dataset(DATA).train.texts)
     normalise_texts(texts[:200])  # loads wordsegment's counts outside the timing

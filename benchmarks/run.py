@@ -16,8 +16,8 @@ run folders live in a temporary folder; it touches the README only with ``--read
 from __future__ import annotations
 
 import argparse
-import json
 import dataclasses
+import json
 import os
 import shutil
 import sys

@@ -190,8 +190,8 @@ def measure_fit(tmp: Path, data: Path) -> dict[str, Any]:
     from embedensemble.data import load_dataset
     from embedensemble.defaults import default_config
     from embedensemble.distributed.ray_fit import fit_members_ray
-    from embedensemble.fitting import fit_members
     from embedensemble.fileio import load_array
+    from embedensemble.fitting import fit_members
 
     tmp.mkdir(parents=True, exist_ok=True)
     splits = load_dataset(data)

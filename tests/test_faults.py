@@ -21,8 +21,8 @@ import pytest
 
 from embedensemble import EmotionEnsemble, EnsembleConfig
 from embedensemble.data import load_dataset
-from embedensemble.fitting import fit_members
 from embedensemble.fileio import load_array, read_json
+from embedensemble.fitting import fit_members
 from embedensemble.run_folder import RunFolder
 from embedensemble.stacking import stack_run
 

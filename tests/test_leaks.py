@@ -21,8 +21,8 @@ from embedensemble.config import CVConfig, EnsembleConfig, MemberConfig
 from embedensemble.cv import cross_fit, make_folds
 from embedensemble.data import Corpus
 from embedensemble.errors import ArtifactError
-from embedensemble.fitting import fit_members
 from embedensemble.fileio import load_array, read_json, write_json
+from embedensemble.fitting import fit_members
 from embedensemble.labels import N_LABELS
 from embedensemble.members.base import FoldModel, register_member
 

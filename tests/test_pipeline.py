@@ -11,8 +11,8 @@ from embedensemble.config import CVConfig, MemberConfig
 from embedensemble.cv import cross_fit, make_folds
 from embedensemble.data import load_dataset
 from embedensemble.errors import ArtifactError, FormatVersionError, UnsafeArtifactError
-from embedensemble.fitting import fit_members
 from embedensemble.fileio import read_json, write_json
+from embedensemble.fitting import fit_members
 from embedensemble.stacking import stack_run
 from embedensemble.thresholds import ThresholdOptimizer
 from embedensemble.training import fit_ensemble

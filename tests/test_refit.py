@@ -13,8 +13,8 @@ from embedensemble.config import EnsembleConfig
 from embedensemble.data import read_corpus
 from embedensemble.ensemble import EmotionEnsemble
 from embedensemble.errors import RunNotFoundError
-from embedensemble.fit import main as fit_main
 from embedensemble.fileio import load_array, read_json
+from embedensemble.fit import main as fit_main
 from embedensemble.members.base import MemberContext, build_member
 from embedensemble.refit import refit_full
 from embedensemble.run_folder import RunFolder, fold_done_file, fold_prediction_file

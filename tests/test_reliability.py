@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from embedensemble import EnsembleConfig
 from embedensemble.data import load_dataset
 from embedensemble.errors import DataError
-from embedensemble.fitting import fit_members
 from embedensemble.fileio import load_array
+from embedensemble.fitting import fit_members
 from embedensemble.stacking import stack_run
 
 from .synthetic import write_kaggle

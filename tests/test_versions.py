@@ -13,8 +13,8 @@ from embedensemble import manifest as manifest_module
 from embedensemble.config import CVConfig, MemberConfig
 from embedensemble.data import load_dataset
 from embedensemble.errors import FormatVersionError, InconsistentVersionWarning, UnsafeArtifactError
-from embedensemble.fitting import fit_members
 from embedensemble.fileio import read_json, write_json
+from embedensemble.fitting import fit_members
 from embedensemble.manifest import CHECKED_LIBRARIES, check_library_versions, library_versions
 from embedensemble.stacking import stack_run
 

@@ -114,7 +114,7 @@ def fit_members_ray(
     (shut down on return). ``plugins``: modules to import in every worker (custom member kinds).
     """
     ray = import_ray()
-    from ..fitting import start_run, fit_member, member_inputs
+    from ..fitting import fit_member, member_inputs, start_run
     from ..locking import run_lock
     from ..members.base import check_requirements
 

@@ -38,8 +38,8 @@ from .._logging import get_logger
 from ..config import MemberConfig
 from ..context import MemberContext
 from ..errors import ArtifactError, ConfigError, FormatVersionError
-from ..heads import Head, load_head, make_head
 from ..fileio import load_array, read_json, save_array, sha256_file, texts_digest, write_json
+from ..heads import Head, load_head, make_head
 from ..run_folder import fold_done_file, folds_digest, read_fold_done
 from .base import FoldModel, load_member, load_member_shared, register_member, saved_fold_dirs
 

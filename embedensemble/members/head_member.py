@@ -16,8 +16,8 @@ from .._logging import get_logger
 from ..config import MemberConfig
 from ..errors import ArtifactError, ConfigError
 from ..features import FeatureSource, TfidfFeatures, make_features
-from ..heads import Head, load_head, make_head
 from ..fileio import read_json, write_json
+from ..heads import Head, load_head, make_head
 from .base import FoldModel, MemberContext, register_member
 
 logger = get_logger(__name__)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..fileio import texts_digest
 from ..finetune.checkpoint import read_tensors, write_tensors
 from ..finetune.classifiers import PooledClassifier
 from ..finetune.modeling import (
@@ -26,7 +27,6 @@ from ..finetune.modeling import (
     save_full,
     text_format,
 )
-from ..fileio import texts_digest
 from .base import register_member
 from .finetune_member import FinetuneMember
 

@@ -14,7 +14,16 @@ import torch
 
 from .._logging import get_logger
 from ..finetune.classifiers import HEAD_NAMES, SequenceClassifierLogits, head_name
-from ..finetune.modeling import apply_adapter, backbone_spec, load_adapter, load_base, load_full, save_adapter, save_full, text_format
+from ..finetune.modeling import (
+    apply_adapter,
+    backbone_spec,
+    load_adapter,
+    load_base,
+    load_full,
+    save_adapter,
+    save_full,
+    text_format,
+)
 from ..labels import EMOTIONS, N_LABELS
 from .base import register_member
 from .finetune_member import FinetuneMember
