@@ -183,6 +183,7 @@ class EmbeddingFeatures:
         device: str | None = None,
         batch_size: int = 64,
         normalise: bool = False,
+        precision: str = "fp32",
     ) -> None:
         if not isinstance(backbone, str) or not backbone:
             raise ConfigError(f"features backbone must be a non-empty string, got {backbone!r}")
@@ -193,6 +194,7 @@ class EmbeddingFeatures:
         self.device = device
         self.batch_size = batch_size
         self.normalise = normalise  # embed embedensemble.normalise's view of each text
+        self.precision = precision  # "int8": the backbone runs as an int8 ONNX export (Encoder precision)
         self._encoder: Any = None
         self._cache: Any = None
         self._last: tuple[str, np.ndarray] | None = None
@@ -208,6 +210,7 @@ class EmbeddingFeatures:
                 batch_size=self.batch_size,
                 show_progress_bar=self.show_progress_bar,
                 cache_root=self.cache_dir,
+                precision=self.precision,
             )
         return self._encoder
 
@@ -253,7 +256,9 @@ def _normalised(texts: Sequence[str]) -> list[str]:
 
     return normalise_texts(texts)
 
-def shared_embedding_features(name: str, context: MemberContext, normalise: bool = False) -> EmbeddingFeatures:
+def shared_embedding_features(
+    name: str, context: MemberContext, normalise: bool = False, precision: str = "fp32"
+) -> EmbeddingFeatures:
     """One :class:`EmbeddingFeatures` per backbone and settings in ``context``'s resource pool, shared by
     every fold model that holds it: the encoder's weights load once and a batch is embedded once per call."""
 
@@ -265,15 +270,19 @@ def shared_embedding_features(name: str, context: MemberContext, normalise: bool
             show_progress_bar=context.show_progress_bar,
             device=context.device,
             normalise=normalise,
+            precision=precision,
         )
 
-    key = ("embedding-features", name, *context.settings_key()) + (("normalise",) if normalise else ())
+    key = ("embedding-features", name, *context.settings_key(), normalise, precision)
     return context.resources.shared(key, make)
 
 
-def make_features(name: str, context: MemberContext | None = None, normalise: bool = False) -> FeatureSource:
+def make_features(
+    name: str, context: MemberContext | None = None, normalise: bool = False, precision: str = "fp32"
+) -> FeatureSource:
     """``"tfidf"`` -> :class:`TfidfFeatures`; anything else names a backbone -> :class:`EmbeddingFeatures`.
-    ``normalise``: the source reads :func:`embedensemble.normalise.normalise_tweet`'s view of each text."""
+    ``normalise``: the source reads :func:`embedensemble.normalise.normalise_tweet`'s view of each text;
+    ``precision``: ``"int8"`` runs an encoder backbone as an int8 ONNX export (not for TF-IDF)."""
     if not isinstance(name, str) or not name:
         raise ConfigError(f"features must be 'tfidf' or a backbone name, got {name!r}")
     if not isinstance(normalise, bool):
@@ -282,8 +291,12 @@ def make_features(name: str, context: MemberContext | None = None, normalise: bo
         from .normalise import normalise_tweet
 
         normalise_tweet("")  # a missing optional package fails now, before any fold trains
+    if precision not in ("fp32", "int8"):
+        raise ConfigError(f"precision must be 'fp32' or 'int8', got {precision!r}")
     if name == TFIDF:
+        if precision != "fp32":
+            raise ConfigError("precision 'int8' applies to embedding backbones, not to tfidf features")
         return TfidfFeatures(normalise=normalise)
     if context is None:
-        return EmbeddingFeatures(name, normalise=normalise)
-    return shared_embedding_features(name, context, normalise)
+        return EmbeddingFeatures(name, normalise=normalise, precision=precision)
+    return shared_embedding_features(name, context, normalise, precision)

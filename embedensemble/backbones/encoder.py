@@ -22,6 +22,7 @@ from ..runtime import default_num_threads as runtime_threads
 from .presets import BackboneSpec, get_backbone_spec
 from .tokens import TextFormat, collate, length_sorted_batches, pool, tokenize
 from .weights import (
+    default_cache_root,
     hf_model_dir,
     load_tokenizer,
     resolve_device,
@@ -34,6 +35,7 @@ logger = get_logger(__name__)
 
 # Bump when a change in this module changes the vectors an unchanged spec produces.
 ENCODER_FORMAT = 1
+PRECISIONS = ("fp32", "int8")
 _ST_POOLING = {"mean": "mean", "cls": "cls", "last_token": "lasttoken"}
 
 
@@ -73,6 +75,8 @@ class Encoder:
         num_threads: torch threads while encoding (default :func:`default_num_threads`).
         packing: decoders only: padding-free rows with block-diagonal attention (:mod:`.packing`),
             the same vectors up to rounding; ``compile_layers`` also compiles each layer (``torch.compile``).
+        precision: ``"fp32"`` (torch) or ``"int8"``: encoders only, exported once to ONNX with int8
+            weights and run by ONNX Runtime (:mod:`.onnx_encoder`); other vectors, so another identity.
     """
 
     def __init__(
@@ -87,8 +91,14 @@ class Encoder:
         num_threads: int | None = None,
         packing: bool = False,
         compile_layers: bool = False,
+        precision: str = "fp32",
     ) -> None:
         self.spec = spec if isinstance(spec, BackboneSpec) else get_backbone_spec(spec)
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        if precision == "int8" and self.spec.family != "encoder":
+            raise ConfigError(f"backbone '{self.spec.name}': precision 'int8' is for encoders, not {self.spec.family} backbones")
+        self.precision = precision
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.device = device
@@ -132,6 +142,7 @@ class Encoder:
                 "normalize": self.spec.normalize,
                 "dtype": str(torch_dtype(self.dtype, family=self.spec.family, device=device)).replace("torch.", ""),
                 **({"packing": True} if self.packing and self.spec.family == "decoder" else {}),
+                **({"precision": self.precision} if self.precision != "fp32" else {}),
             }
             safe_name = "".join(c if c.isalnum() or c in "._-" else "_" for c in self.spec.name)[:48]
             self._identity = f"{safe_name}-{stable_hash(payload, length=20)}"
@@ -156,6 +167,8 @@ class Encoder:
         self._load()
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self.precision == "int8":
+            return self._model.encode(texts)
         with torch_threads(self.num_threads):
             out = self._encode_decoder(texts) if self.spec.family == "decoder" else self._encode_st(texts)
         return np.ascontiguousarray(out, dtype=np.float32)
@@ -166,7 +179,10 @@ class Encoder:
         if self._model is not None:
             return
         device = resolve_device(self.device)
-        if self.spec.family == "decoder":
+        if self.precision == "int8":
+            self._load_onnx()
+            device = "onnxruntime int8"
+        elif self.spec.family == "decoder":
             self._load_decoder(device)
         else:
             self._load_st(device)
@@ -191,6 +207,20 @@ class Encoder:
         self._model = model
         get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self._dim = int(get_dim())
+
+    def _load_onnx(self) -> None:
+        from .onnx_encoder import OnnxSentenceEncoder
+
+        root = Path(self.cache_root) if self.cache_root is not None else default_cache_root()
+        self._model = OnnxSentenceEncoder(
+            self.spec,
+            self.path,
+            root / "onnx" / self.identity,
+            batch_size=self.batch_size,
+            num_threads=self.num_threads,
+            show_progress_bar=self.show_progress_bar,
+        ).load()
+        self._dim = self._model.dim
 
     def _load_decoder(self, device: str) -> None:
         from transformers import AutoModel

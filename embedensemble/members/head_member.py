@@ -39,8 +39,16 @@ class HeadMember(FoldModel):
             self.head_: Head = make_head(config.head, **self._head_params())
         except ConfigError as exc:
             raise ConfigError(f"member '{config.name}': {exc}") from None
-        self.features_: FeatureSource = make_features(config.features, self.context, self._normalise())
+        self.features_: FeatureSource = self._make_features()
         self._feature_identity: str | None = None
+
+    def _make_features(self) -> FeatureSource:
+        """The member's feature source; ``params`` may set ``normalise`` (bool) and ``precision`` ("fp32"/"int8")."""
+        precision = self.config.params.get("precision", "fp32") if isinstance(self.config.params, dict) else "fp32"
+        try:
+            return make_features(self.config.features, self.context, self._normalise(), precision)
+        except ConfigError as exc:
+            raise ConfigError(f"member '{self.config.name}': params: {exc}") from None
 
     def _normalise(self) -> bool:
         """``params: {"normalise": true}``: features read normalised tweets (embedensemble.normalise)."""
@@ -57,7 +65,7 @@ class HeadMember(FoldModel):
         return params
 
     def _fit(self, texts: list[str], labels: np.ndarray, *, workdir: Path | None) -> None:
-        features = make_features(self.config.features, self.context, self._normalise())
+        features = self._make_features()
         X = features.fit_transform(texts)
         logger.info(
             "member '%s': fitting %s head on %d x %d %s features",
