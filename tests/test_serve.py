@@ -120,3 +120,14 @@ def test_an_in_memory_ensemble_can_be_served(ensemble):
 def test_serve_cli_reports_a_missing_ensemble_without_a_traceback(tmp_path, capsys):
     assert run_cli(serve_cli.main, ["--ensemble", str(tmp_path / "nothing"), "--port", "0"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_the_http_benchmark_helper_serves_an_ensemble_in_a_child_process(ensemble_dir):
+    """benchmarks.distill times POST /predict through this helper: it must start serve, answer, and stop it."""
+    from benchmarks.distill import served
+
+    with served(ensemble_dir, max_batch=8) as predict:
+        one = predict(["so happy today"])
+        both = predict(["so happy today", "this is awful"])
+    assert [r["text"] for r in both["results"]] == ["so happy today", "this is awful"]
+    assert one["results"][0] == both["results"][0]
