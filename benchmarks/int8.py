@@ -129,9 +129,9 @@ def render(result: dict[str, Any]) -> str:
     if quality:
         first = quality["per_run"][0]
         lines += ["## Quality (Kaggle train OOF, nested thresholds)", "",
-                  f"Runs (fold/model seeds): {len(quality['per_run'])}; meta-fold seeds: {quality['meta_seeds']}; rows: {first['rows']} "
-                  "(SemEval dev tweets left out). Members alone are scored on their run's folds; stacks (the library's default "
-                  "stacker) on meta-folds. Change: paired int8 minus fp32, mean ± sd over the runs.", "",
+                  (f"Runs (fold/model seeds): {len(quality['per_run'])}; meta-fold seeds: {quality['meta_seeds']}; rows: {first['rows']} "
+                   "(SemEval dev tweets left out). Members alone are scored on their run's folds; stacks (the library's default "
+                   "stacker) on meta-folds. Change: paired int8 minus fp32, mean ± sd over the runs."), "",
                   "| model | macro-F1 | change (macro) | change (micro) | change (Jaccard) |", "|---|---|---|---|---|"]
         for key, row in quality["summary"].items():
             m = row["macro_f1"]
@@ -139,19 +139,19 @@ def render(result: dict[str, Any]) -> str:
                          f"{row['micro_f1']['gain']:+.4f} ± {row['micro_f1']['gain_sd']:.4f} | "
                          f"{row['jaccard']['gain']:+.4f} ± {row['jaccard']['gain_sd']:.4f} |")
         v = quality["verdict"]
-        lines += ["", f"Stack macro-F1 lost to int8: {v['stack_macro_f1_loss']:.4f} (budget {v['max_loss']}): "
-                  f"{'within budget' if v['within_budget'] else 'OVER budget'}.", ""]
+        lines += ["", (f"Stack macro-F1 lost to int8: {v['stack_macro_f1_loss']:.4f} (budget {v['max_loss']}): "
+                       f"{'within budget' if v['within_budget'] else 'OVER budget'}."), ""]
     speed = result.get("speed")
     if speed:
         lines += ["## Speed (cache off)", "",
-                  f"{speed['tweets']['n']} tweets of {speed['tweets']['split']}, {speed['rounds']} alternating rounds in one process "
-                  f"(medians); 1-min load average {speed['loadavg_before'][0]:.1f} before, {speed['loadavg_after'][0]:.1f} after.", "",
+                  (f"{speed['tweets']['n']} tweets of {speed['tweets']['split']}, {speed['rounds']} alternating rounds in one process "
+                   f"(medians); 1-min load average {speed['loadavg_before'][0]:.1f} before, {speed['loadavg_after'][0]:.1f} after."), "",
                   "| side | tweets/s | vs plain mpnet encode |", "|---|---|---|"]
         for name, side in speed["sides"].items():
             lines.append(f"| {name} | {side['tweets_per_s']:.1f} | {side['vs_plain_mpnet']:.2f}x |")
         ratio = speed["sides"]["default ensemble, int8 encoders"]["vs_plain_mpnet"]
-        lines += ["", f"Target: the default ensemble >= {speed['target']['ensemble_vs_plain_mpnet_min']}x plain mpnet encode: "
-                  f"{'met' if ratio >= speed['target']['ensemble_vs_plain_mpnet_min'] else 'MISSED'} ({ratio:.2f}x).", ""]
+        target = speed["target"]["ensemble_vs_plain_mpnet_min"]
+        lines += ["", f"Target: the default ensemble >= {target}x plain mpnet encode: {'met' if ratio >= target else 'MISSED'} ({ratio:.2f}x).", ""]
     lines.append(f"Measured {result.get('created', '?')} on {result.get('machine', {}).get('cpu', '?')}.")
     return "\n".join(lines) + "\n"
 
@@ -178,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.render:
         if args.section is None:
             parser.error("name a section (quality or speed) or pass --render")
-        split = lambda value: [Path(p) for p in value.split(",") if p]  # noqa: E731
+
+        def split(value: str) -> list[Path]:
+            return [Path(p) for p in value.split(",") if p]
+
         if args.section == "quality":
             result["quality"] = measure_quality(split(args.runs), split(args.normalised), split(args.int8),
                                                 [int(s) for s in args.meta_seeds.split(",")], args.held_out if str(args.held_out) else None)
