@@ -1,0 +1,213 @@
+"""The ``quality`` config (issue 15): which members and stacker it keeps, chosen on Kaggle train OOF only.
+
+    python -m benchmarks.quality --run artifacts/quality --time-file fit-time.txt [--meta-seeds 0,1,2]
+    python -m benchmarks.quality --render      # docs/quality.md from benchmarks/results/quality_config.json
+
+Input: one run folder of ``experiments/quality.json`` fitted cold on the Kaggle folder (``/usr/bin/time -v``
+output in ``--time-file`` gives the cold wall time and peak memory). Every score is nested (thresholds
+tuned on the other meta-folds' rows), on train rows that are not SemEval dev tweets, averaged over
+``--meta-seeds`` meta-fold draws. The rules were fixed before any score was read:
+
+* members: backward elimination from the config's candidate set with the default stacker: drop the
+  member whose removal raises macro-F1 most, if it does so by >= 0.003 on average and in every meta seed;
+  repeat. The same test, started from ``experiments/finetune-cpu.json``'s members, re-selects that set.
+* stacker: LightGBM over all logits replaces per-emotion logistic regression only if it gains >= 0.003
+  macro-F1 on average and in every meta seed on the kept members.
+* the ``objective: jaccard`` variant: the kept members and stacker with thresholds tuned for Jaccard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import RESULTS_DIR, ROOT, logger, machine_info, now_iso, setup_logging
+from .ablation import METRICS, SEMEVAL, _kept_rows, _library_stacker, _member_oof, nested_scores, stack_oof
+
+DOC = ROOT / "docs" / "quality.md"
+OUT = RESULTS_DIR / "quality_config.json"
+MIN_GAIN = 0.003
+TARGETS = {"macro_f1": 0.62, "jaccard": 0.62, "micro_f1_with_jaccard": 0.72, "cold_minutes": 90}
+FINETUNE_CPU = ["tfidf-logreg", "minilm-logreg", "minilm-lgbm", "mpnet-logreg", "minilm-ft", "ftminilm-logreg"]
+STACKERS = {"logreg": {"features": "same_emotion"}, "lgbm": {"meta_learner": "lgbm", "features": "all"}}
+
+
+class Scorer:
+    """Nested scores of stacks over subsets of one run's members, on the kept rows, per meta seed (memoised)."""
+
+    def __init__(self, run: Path, meta_seeds: list[int], held_out: Path | None) -> None:
+        from embedensemble.config import CVConfig
+        from embedensemble.cv import make_folds
+        from embedensemble.fileio import read_json
+
+        self.names = [m["name"] for m in read_json(run / "config.json")["members"]]
+        keep, self.dev_rows_removed = _kept_rows(run, held_out)
+        self.proba = _member_oof(run, self.names)[keep]
+        self.labels = np.load(run / "train_labels.npy")[keep].astype(int)
+        self.run_folds = np.load(run / "folds_kfold.npy")[keep]
+        self.meta_folds = [make_folds(self.labels, CVConfig(seed=s)) for s in meta_seeds]
+        self._memo: dict[tuple, list[dict[str, float]]] = {}
+
+    def member(self, name: str) -> dict[str, float]:
+        return nested_scores(self.proba[:, self.names.index(name)], self.labels, self.run_folds, {})
+
+    def stack(self, members: list[str], stacker: str = "logreg", objective: str = "macro_f1") -> list[dict[str, Any]]:
+        key = (tuple(sorted(members)), stacker, objective)
+        if key not in self._memo:
+            cols = [self.names.index(m) for m in members]
+            fit_predict = _library_stacker(**STACKERS[stacker])
+            self._memo[key] = [
+                nested_scores(stack_oof(fit_predict, self.proba[:, cols], self.labels, folds), self.labels, folds, {}, objective)
+                for folds in self.meta_folds
+            ]
+        return self._memo[key]
+
+
+def _mean(scores: list[dict[str, Any]], metric: str = "macro_f1") -> float:
+    return float(np.mean([s[metric] for s in scores]))
+
+
+def _gains(better: list[dict[str, Any]], base: list[dict[str, Any]]) -> list[float]:
+    return [b["macro_f1"] - a["macro_f1"] for b, a in zip(better, base)]
+
+
+def _passes(gains: list[float]) -> bool:
+    return float(np.mean(gains)) >= MIN_GAIN and min(gains) > 0
+
+
+def backward_elimination(scorer: Scorer, start: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
+    kept, steps = list(start), []
+    while len(kept) > 1:
+        base = scorer.stack(kept)
+        trials = {m: _gains(scorer.stack([k for k in kept if k != m]), base) for m in kept}
+        for m, gains in trials.items():
+            logger.info("without %s: %+.4f (from %d members)", m, np.mean(gains), len(kept))
+        best = max(trials, key=lambda m: np.mean(trials[m]))
+        steps.append({"members": list(kept), "macro_f1": _mean(base),
+                      "drop_one_gains": {m: [round(g, 4) for g in trials[m]] for m in kept}, "dropped": None})
+        if not _passes(trials[best]):
+            break
+        steps[-1]["dropped"] = best
+        kept.remove(best)
+    return kept, steps
+
+
+def _summary(scores: list[dict[str, Any]]) -> dict[str, Any]:
+    return {m: {"mean": round(_mean(scores, m), 4), "sd": round(float(np.std([s[m] for s in scores], ddof=1)), 4) if len(scores) > 1 else None,
+                "per_meta_seed": [round(s[m], 4) for s in scores]} for m in METRICS}
+
+
+def _fit_cost(time_file: Path | None) -> dict[str, Any]:
+    if time_file is None or not time_file.is_file():
+        return {}
+    text = time_file.read_text()
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (?:(\d+):)?(\d+):([\d.]+)", text)
+    rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    minutes = (int(wall.group(1) or 0) * 60 + int(wall.group(2)) + float(wall.group(3)) / 60) if wall else None
+    return {"cold_fit_minutes": round(minutes, 1) if minutes else None, "peak_rss_gb": round(int(rss.group(1)) / 2**20, 2) if rss else None}
+
+
+def measure(run: Path, meta_seeds: list[int], held_out: Path | None, time_file: Path | None) -> dict[str, Any]:
+    from embedensemble.fileio import read_json
+
+    scorer = Scorer(run, meta_seeds, held_out)
+    members = {name: nested_scores_row(scorer.member(name)) for name in scorer.names}
+    kept, steps = backward_elimination(scorer, scorer.names)
+    ft_start = [m for m in FINETUNE_CPU if m in scorer.names]
+    ft_kept, ft_steps = backward_elimination(scorer, ft_start)
+    logreg, lgbm = scorer.stack(kept, "logreg"), scorer.stack(kept, "lgbm")
+    stacker = "lgbm" if _passes(_gains(lgbm, logreg)) else "logreg"
+    default_members = [m["name"] for m in read_json(ROOT / "experiments" / "default.json")["members"] if m["name"] in scorer.names]
+    stacks = {
+        **({"default members (logreg)": _summary(scorer.stack(default_members))} if default_members else {}),
+        **({"finetune-cpu members (logreg)": _summary(scorer.stack(ft_start))} if ft_start else {}),
+        "every candidate (logreg)": _summary(scorer.stack(scorer.names)),
+        "kept members (logreg)": _summary(logreg),
+        "kept members (lgbm)": _summary(lgbm),
+        f"kept members ({stacker}), thresholds for jaccard": _summary(scorer.stack(kept, stacker, "jaccard")),
+    }
+    member_files = {n: run / "members" / n / "member.json" for n in scorer.names}
+    fit_seconds = {n: read_json(f).get("fit_seconds") for n, f in member_files.items() if f.is_file()}
+    return {
+        "run": str(run), "meta_seeds": meta_seeds, "rows": len(scorer.labels), "dev_rows_removed": scorer.dev_rows_removed,
+        "fold_seed": read_json(run / "config.json").get("seed"), "members_alone": members,
+        "selection": {"rule_min_gain": MIN_GAIN, "steps": steps, "kept": kept, "stacker": stacker,
+                      "lgbm_minus_logreg": [round(g, 4) for g in _gains(lgbm, logreg)]},
+        "finetune_cpu_selection": {"start": ft_start, "steps": ft_steps, "kept": ft_kept},
+        "stacks": stacks, "quality_stack": f"kept members ({stacker})", "jaccard_stack": f"kept members ({stacker}), thresholds for jaccard",
+        "cost": _fit_cost(time_file) | {"member_fit_seconds": fit_seconds},
+        "targets": TARGETS,
+    }
+
+
+def nested_scores_row(scores: dict[str, Any]) -> dict[str, float]:
+    return {m: round(float(scores[m]), 4) for m in METRICS}
+
+
+def render(result: dict[str, Any]) -> str:
+    sel, cost, t = result["selection"], result.get("cost", {}), result["targets"]
+    quality = result["stacks"][result["quality_stack"]]
+    jaccard = result["stacks"][result["jaccard_stack"]]
+    lines = ["# The `quality` config: members and stacker chosen on train OOF", "",
+             "Rendered by `python -m benchmarks.quality --render` from `benchmarks/results/quality_config.json`; do not edit by hand.", "",
+             (f"Run `{result['run']}` (Kaggle train.csv, 5-fold, fold seed {result['fold_seed']}; one fit: a fit costs about an hour "
+              f"here, so the spread below is over {len(result['meta_seeds'])} meta-fold seeds only). Rows: {result['rows']} "
+              f"({result['dev_rows_removed']} SemEval dev tweets left out). Nested thresholds throughout."), "",
+             "## Members alone (run folds)", "", "| member | macro-F1 | micro-F1 | Jaccard |", "|---|---|---|---|"]
+    for name, s in result["members_alone"].items():
+        lines.append(f"| {name} | {s['macro_f1']:.4f} | {s['micro_f1']:.4f} | {s['jaccard']:.4f} |")
+    lines += ["", "## Stacks (mean ± sd over meta-fold seeds)", "", "| stack | macro-F1 | micro-F1 | Jaccard |", "|---|---|---|---|"]
+    for name, s in result["stacks"].items():
+        lines.append(" | ".join([f"| {name}"] + [f"{s[m]['mean']:.4f} ± {s[m]['sd']:.4f}" for m in METRICS]) + " |")
+    rule = f"drop a member only if that gains >= {sel['rule_min_gain']} macro-F1 on average and in every meta seed"
+    lines += ["", f"## Selection (rule fixed before looking: {rule})", ""]
+    for label, steps, kept in (("quality", sel["steps"], sel["kept"]),
+                               ("finetune-cpu", result["finetune_cpu_selection"]["steps"], result["finetune_cpu_selection"]["kept"])):
+        for step in steps:
+            gains = ", ".join(f"{m} {np.mean(g):+.4f}" for m, g in step["drop_one_gains"].items())
+            lines.append(f"- {label}, {len(step['members'])} members (macro-F1 {step['macro_f1']:.4f}): dropping each -> {gains}; "
+                         f"{'dropped ' + step['dropped'] if step['dropped'] else 'none passes the rule'}.")
+        lines.append(f"- {label} keeps: {', '.join(kept)}.")
+    lines.append(f"- stacker: LightGBM minus logistic regression per meta seed {sel['lgbm_minus_logreg']} -> `{sel['stacker']}`.")
+    macro_ok = quality["macro_f1"]["mean"] >= t["macro_f1"]
+    jac_ok = jaccard["jaccard"]["mean"] >= t["jaccard"] and jaccard["micro_f1"]["mean"] >= t["micro_f1_with_jaccard"]
+    minutes = cost.get("cold_fit_minutes")
+    lines += ["", "## Against the targets", "",
+              f"- macro-F1 {quality['macro_f1']['mean']:.4f} (target >= {t['macro_f1']}): {'met' if macro_ok else 'MISSED'}.",
+              (f"- objective jaccard: Jaccard {jaccard['jaccard']['mean']:.4f} (>= {t['jaccard']}), micro-F1 "
+               f"{jaccard['micro_f1']['mean']:.4f} (>= {t['micro_f1_with_jaccard']}): {'met' if jac_ok else 'MISSED'}."),
+              (f"- cold fit + stack on 2 cores (every candidate member, empty cache): {minutes} min (target <= {t['cold_minutes']}), "
+               f"peak memory {cost.get('peak_rss_gb')} GB." if minutes else "- cold fit time: not measured."), "",
+              f"Measured {result.get('created', '?')}."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, default=ROOT / "artifacts" / "quality")
+    parser.add_argument("--time-file", type=Path, help="/usr/bin/time -v output of the cold fit")
+    parser.add_argument("--meta-seeds", default="0,1,2")
+    parser.add_argument("--held-out", type=Path, default=SEMEVAL)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--doc", type=Path, default=DOC)
+    parser.add_argument("--render", action="store_true")
+    args = parser.parse_args(argv)
+    setup_logging(False)
+    from embedensemble.fileio import read_json, write_json
+
+    if not args.render:
+        result = measure(args.run, [int(s) for s in args.meta_seeds.split(",")], args.held_out if str(args.held_out) else None, args.time_file)
+        result.update({"created": now_iso(), "machine": machine_info()})
+        write_json(args.out, result)
+    args.doc.write_text(render(read_json(args.out)), encoding="utf-8")
+    logger.info("wrote %s", args.doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
