@@ -40,12 +40,12 @@ OPSET = 17
 def _export_module(classifier: Any) -> Any:
     """``(input_ids, attention_mask) -> logits`` around a :class:`PooledClassifier`.
 
-    The backbone gets a prepared 4-D boolean mask: traced with a 2-D one, transformers' mask
+    The backbone gets a prepared 4-D additive mask (a boolean one is added as 1/0 by eager attention): traced with a 2-D one, transformers' mask
     builder is frozen as a constant of the traced batch shape and other shapes drift.
     """
     import torch
 
-    from .backbones.tokens import pool
+    from .backbones.tokens import additive_attention_mask, pool
 
     backbone = classifier.backbone
     takes_token_types = "token_type_ids" in inspect.signature(backbone.forward).parameters
@@ -57,7 +57,7 @@ def _export_module(classifier: Any) -> Any:
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             extra = {"token_type_ids": torch.zeros_like(input_ids)} if takes_token_types else {}
-            mask4d = attention_mask[:, None, None, :].bool()
+            mask4d = additive_attention_mask(attention_mask)
             hidden = self.backbone(input_ids=input_ids, attention_mask=mask4d, **extra).last_hidden_state
             return self.head(pool(hidden, attention_mask, self.pooling).float())
 

@@ -31,12 +31,28 @@ def tiny_st(tmp_path_factory):
     return make_tiny_st_encoder(tmp_path_factory.mktemp("models") / "st")
 
 
-def test_fp32_export_matches_torch_for_every_batch_shape(tiny_st, tmp_path):
-    torch_vectors = Encoder(str(tiny_st), cache_root=tmp_path / "cache").encode(TEXTS)
-    spec = get_backbone_spec(str(tiny_st))
+@pytest.mark.parametrize("architecture", ["bert", "mpnet"])
+def test_fp32_export_matches_torch_for_every_batch_shape(architecture, tmp_path):
+    # MPNet's eager attention adds the mask to the scores: a boolean mask there left padding attended.
+    folder = make_tiny_st_encoder(tmp_path / architecture, architecture=architecture)
+    torch_vectors = Encoder(str(folder), cache_root=tmp_path / "cache").encode(TEXTS)
+    spec = get_backbone_spec(str(folder))
     for batch_size in (1, 2, 5):  # other batch and token widths than the traced sample's
-        onnx = OnnxSentenceEncoder(spec, tiny_st, tmp_path / "fp32", quantize=False, batch_size=batch_size).load()
+        onnx = OnnxSentenceEncoder(spec, folder, tmp_path / f"fp32-{batch_size}", quantize=False, batch_size=batch_size).load()
         np.testing.assert_allclose(onnx.encode(TEXTS), torch_vectors, atol=1e-5)
+
+
+def test_int8_keeps_the_feed_forward_down_projections_in_fp32(tiny_st, tmp_path):
+    import onnx
+
+    encoder = Encoder(str(tiny_st), cache_root=tmp_path / "cache", precision="int8")
+    encoder.encode(TEXTS[:2])
+    nodes = onnx.load(str(tmp_path / "cache" / "onnx" / encoder.identity / MODEL_FILE)).graph.node
+    plain = {n.name for n in nodes if n.op_type == "MatMul"}
+    quantised = {n.name for n in nodes if n.op_type in ("MatMulInteger", "DynamicQuantizeMatMul")} | {
+        n.name for n in nodes if n.op_type == "MatMul" and "quant" in n.name.lower()}
+    assert any("/output/dense/" in name and "attention" not in name for name in plain)
+    assert quantised and not any("/output/dense/MatMul" in name and "attention" not in name for name in quantised)
 
 
 def test_int8_encoder_is_close_cached_and_has_its_own_identity(tiny_st, tmp_path):

@@ -69,10 +69,10 @@ def _word_level_bert_tokenizer(folder: Path) -> int:
     return len(dict.fromkeys(vocab))
 
 
-def make_tiny_st_encoder(directory: str | Path, *, hidden_size: int = 32, seed: int = 0) -> Path:
-    """Write a tiny random sentence-transformers encoder (BERT + mean pooling + Normalize) to ``directory``."""
+def make_tiny_st_encoder(directory: str | Path, *, hidden_size: int = 32, seed: int = 0, architecture: str = "bert") -> Path:
+    """Write a tiny random sentence-transformers encoder (BERT, or MPNet as all-mpnet-base-v2, + mean pooling + Normalize)."""
     import torch
-    from transformers import BertConfig, BertModel
+    from transformers import BertConfig, BertModel, MPNetConfig, MPNetModel
 
     folder = Path(directory)
     folder.mkdir(parents=True, exist_ok=True)
@@ -84,7 +84,8 @@ def make_tiny_st_encoder(directory: str | Path, *, hidden_size: int = 32, seed: 
     else:
         vocab_size = _word_level_bert_tokenizer(folder)
 
-    config = BertConfig(
+    config_class, model_class = {"bert": (BertConfig, BertModel), "mpnet": (MPNetConfig, MPNetModel)}[architecture]
+    config = config_class(
         vocab_size=vocab_size,
         hidden_size=hidden_size,
         num_hidden_layers=2,
@@ -94,7 +95,7 @@ def make_tiny_st_encoder(directory: str | Path, *, hidden_size: int = 32, seed: 
     )
     torch.manual_seed(seed)
     with _quiet():
-        BertModel(config).eval().save_pretrained(folder)
+        model_class(config).eval().save_pretrained(folder)
 
     modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},

@@ -142,7 +142,8 @@ class Encoder:
                 "normalize": self.spec.normalize,
                 "dtype": str(torch_dtype(self.dtype, family=self.spec.family, device=device)).replace("torch.", ""),
                 **({"packing": True} if self.packing and self.spec.family == "decoder" else {}),
-                **({"precision": self.precision} if self.precision != "fp32" else {}),
+                # onnx 3: additive padding mask (a boolean one left MPNet attending to padding), fp32 down-projections
+                **({"precision": self.precision, "onnx": 3} if self.precision != "fp32" else {}),
             }
             safe_name = "".join(c if c.isalnum() or c in "._-" else "_" for c in self.spec.name)[:48]
             self._identity = f"{safe_name}-{stable_hash(payload, length=20)}"

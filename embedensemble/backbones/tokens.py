@@ -96,6 +96,16 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return width - 1 - attention_mask.flip(dims=[1]).argmax(dim=1)
 
 
+def additive_attention_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """A 2-D 0/1 padding mask as the prepared 4-D mask transformers takes as-is: 0 where a token may be
+    attended, the most negative float where it is padding. Additive, because eager attention (MPNet's)
+    adds the mask to the scores: a boolean mask there adds 1/0 and padding is attended."""
+    import torch
+
+    keep = attention_mask[:, None, None, :].to(torch.float32)
+    return (1.0 - keep) * torch.finfo(torch.float32).min
+
+
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
     """Pool token states [batch, seq, dim] into [batch, dim]."""
     import torch
