@@ -104,18 +104,27 @@ def served(student: Path, max_batch: int, timeout: float = 120.0) -> Iterator[Ca
             if time.monotonic() > deadline:
                 raise RuntimeError(f"serve did not answer /health within {timeout:.0f} s")
             time.sleep(0.2)
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        connection = [http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)]
+
+        def post(texts: list[str]) -> http.client.HTTPResponse:
+            connection[0].request("POST", "/predict", body=json.dumps({"texts": texts}), headers={"Content-Type": "application/json"})
+            return connection[0].getresponse()
 
         def predict(texts: list[str]) -> Any:
-            connection.request("POST", "/predict", body=json.dumps({"texts": texts}), headers={"Content-Type": "application/json"})
-            response = connection.getresponse()
+            try:
+                response = post(texts)
+            except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+                # uvicorn closes a connection idle for 5 s (while the other sides run): reconnect, as a client would
+                connection[0].close()
+                connection[0] = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+                response = post(texts)
             body = response.read()
             if response.status != 200:
                 raise RuntimeError(f"POST /predict answered {response.status}: {body[:500]!r}")
             return json.loads(body)
 
         yield predict
-        connection.close()
+        connection[0].close()
     finally:
         server.terminate()
         try:

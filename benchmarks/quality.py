@@ -174,6 +174,9 @@ def render(result: dict[str, Any]) -> str:
                          f"{'dropped ' + step['dropped'] if step['dropped'] else 'none passes the rule'}.")
         lines.append(f"- {label} keeps: {', '.join(kept)}.")
     lines.append(f"- stacker: LightGBM minus logistic regression per meta seed {sel['lgbm_minus_logreg']} -> `{sel['stacker']}`.")
+    lines += ["", ("finetune-cpu's set is re-checked on this run's members of the same names: the default's members as this run "
+                   "fitted them (normalised tweets for TF-IDF and MiniLM, fp32 encoders: the run predates the default's int8 "
+                   "encoders, which change the default stack's OOF macro-F1 by +0.0000 ± 0.0007, [int8.md](int8.md)).")]
     macro_ok = quality["macro_f1"]["mean"] >= t["macro_f1"]
     jac_ok = jaccard["jaccard"]["mean"] >= t["jaccard"] and jaccard["micro_f1"]["mean"] >= t["micro_f1_with_jaccard"]
     minutes = cost.get("cold_fit_minutes")
