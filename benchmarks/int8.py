@@ -151,7 +151,7 @@ def render(result: dict[str, Any]) -> str:
                   (f"{speed['tweets']['n']} tweets of {speed['tweets']['split']}, {speed['rounds']} alternating rounds in one process "
                    f"(medians); 1-min load average {speed['loadavg_before'][0]:.1f} before, {speed['loadavg_after'][0]:.1f} after."), "",
                   "| side | tweets/s | vs plain mpnet encode |", "|---|---|---|"]
-        for name, side in speed["sides"].items():
+        for name, side in sorted(speed["sides"].items(), key=lambda kv: kv[1]["vs_plain_mpnet"]):  # JSON keys come back sorted
             lines.append(f"| {name} | {side['tweets_per_s']:.1f} | {side['vs_plain_mpnet']:.2f}x |")
         ratio = speed["sides"]["default ensemble, int8 encoders"]["vs_plain_mpnet"]
         target = speed["target"]["ensemble_vs_plain_mpnet_min"]

@@ -71,6 +71,11 @@ def _choices(results: dict[str, dict[str, Any]], config: str, section: str) -> s
             choices += "; stacker features, tweet normalisation: Kaggle train.csv minus the dev tweets, 5-fold OOF, nested, 3x3 seeds"
         return choices
     if config == "finetune-cpu":
+        reselected = results.get("quality_config", {}).get("finetune_cpu_selection")
+        if reselected:
+            dropped = [m for m in reselected["start"] if m not in reselected["kept"]]
+            return ("member set: first chosen on SemEval dev, re-checked on Kaggle train OOF minus the dev tweets, nested, "
+                    f"3 meta seeds ([docs/quality.md](docs/quality.md)): {'dropped ' + ', '.join(dropped) if dropped else 'every member kept'}")
         return "member set: SemEval dev (chosen before dev became a final check; not re-selected on OOF yet)"
     return "SemEval dev (not re-selected on OOF yet)"
 
@@ -94,6 +99,7 @@ def headline(results: dict[str, dict[str, Any]]) -> list[str]:
         c = finetune["comparison"]
         rows.append([f"CPU fine-tune stack (+{', '.join(finetune['finetuned_members'])}), macro-F1", _f(c["stack_with_macro_f1"]),
                      f"SemEval dev ({finetune['n_eval']} tweets)", "stacker OOF of train", _choices(results, "finetune-cpu", "finetune")])
+    rows += _quality_config_rows(results.get("quality_config"), results.get("int8"))
     if speed and speed.get("main_job"):
         job = speed["main_job"]
         rows.append(["`make run` (default config, cold embedding cache), wall time", _secs(job["wall_seconds"]),
@@ -106,6 +112,36 @@ def headline(results: dict[str, dict[str, Any]]) -> list[str]:
         return ["No benchmark results yet: run `python -m benchmarks.run`."]
     header = ["result", "value", "measured on", "thresholds tuned on", "choices made on"]
     return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows), ""]
+
+
+def _quality_config_rows(qc: dict[str, Any] | None, int8: dict[str, Any] | None) -> list[list[str]]:
+    """Headline rows of the ``quality`` config (benchmarks.quality) and of int8 encoders (benchmarks.int8)."""
+    rows = []
+    if qc:
+        where = (f"Kaggle train.csv minus the dev tweets ({qc['rows']}), 5-fold OOF, fold seed {qc['fold_seed']}, "
+                 f"{len(qc['meta_seeds'])} meta seeds")
+        chosen = "members (backward elimination) and stacker: this OOF ([docs/quality.md](docs/quality.md))"
+        best = qc["stacks"][qc["quality_stack"]]
+        rows.append([f"`quality` config stack ({len(qc['selection']['kept'])} members, {qc['selection']['stacker']}), macro-F1",
+                     f"{best['macro_f1']['mean']:.3f} ± {best['macro_f1']['sd']:.3f}", where, "the other folds' OOF (nested)", chosen])
+        jac = qc["stacks"][qc["jaccard_stack"]]
+        rows.append(["`quality` config, objective jaccard: Jaccard / micro-F1",
+                     f"{jac['jaccard']['mean']:.3f} / {jac['micro_f1']['mean']:.3f}", where, "the other folds' OOF (nested)", chosen])
+        cost = qc.get("cost", {})
+        if cost.get("cold_fit_minutes"):
+            rows.append(["`quality` config cold fit + stack (every candidate member, 2 cores), wall time / peak memory",
+                         f"{cost['cold_fit_minutes']:.0f} min / {cost['peak_rss_gb']:.1f} GB", "Kaggle train + test", "–", "–"])
+    if int8 and int8.get("speed"):
+        sides = int8["speed"]["sides"]
+        fp32, quantised = sides["default ensemble, fp32 encoders"], sides["default ensemble, int8 encoders"]
+        rows.append(["default ensemble, cache off, vs plain mpnet encode (fp32 encoders -> int8)",
+                     f"{fp32['vs_plain_mpnet']:.2f}x -> {quantised['vs_plain_mpnet']:.2f}x",
+                     f"{int8['speed']['tweets']['n']} Kaggle test tweets ([docs/int8.md](docs/int8.md))", "–", "–"])
+    if int8 and int8.get("quality"):
+        v = int8["quality"]["verdict"]
+        rows.append(["int8 encoders' cost to the default stack, macro-F1", f"{-v['stack_macro_f1_loss']:+.4f}",
+                     "Kaggle train.csv minus the dev tweets, 5-fold OOF, 3 seeds x 3 meta seeds", "the other folds' OOF (nested)", "–"])
+    return rows
 
 
 def splits_legend(results: dict[str, dict[str, Any]]) -> list[str]:
