@@ -14,7 +14,6 @@ compared with the library's torch ``Encoder`` in the speed section.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import tempfile
 import time
@@ -187,11 +186,10 @@ def trainer_finetune(
 
 
 class OnnxEncoder:
-    """Mean-pooled, L2-normalised sentence embeddings from an ONNX export of a backbone, run by onnxruntime.
-
-    The export (torch's TorchScript exporter) takes a prepared 4-D attention mask: given a 2-D mask,
-    transformers 5's mask builder is traced as a constant and the ONNX vectors drift (cosine ~0.9).
-    """
+    """Mean-pooled, L2-normalised sentence embeddings from an ONNX export of a backbone, run by onnxruntime
+    with its default settings (``int8``: dynamic quantisation, one scale per weight tensor): the plain
+    ONNX baseline the speed section compares the library's encoders with. The traced graph is the
+    library's (:func:`embedensemble.backbones.onnx_encoder.pooled_module`)."""
 
     def __init__(self, backbone: str, folder: Path, *, int8: bool = False, batch_size: int = 64, threads: int = 1) -> None:
         from embedensemble.backbones import get_backbone_spec, resolve_weights
@@ -202,22 +200,20 @@ class OnnxEncoder:
         self.export_seconds = 0.0
 
     def _export(self) -> Path:
-        import torch
         from transformers import AutoModel, AutoTokenizer
+
+        from embedensemble.backbones.onnx_encoder import pooled_module, trace_to_onnx
 
         fp32 = self.folder / "model.onnx"
         if not fp32.is_file():
             started = time.perf_counter()
             model = AutoModel.from_pretrained(str(self.path), local_files_only=True).eval()
             tokenizer = AutoTokenizer.from_pretrained(str(self.path))
-            wrapper = _PooledForExport(model)
             sample = tokenizer(["an example tweet", "a longer example tweet for the export"], padding=True, return_tensors="pt")
             self.folder.mkdir(parents=True, exist_ok=True)
-            axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}}
             partial = fp32.with_suffix(".partial")
-            with torch.no_grad():
-                torch.onnx.export(wrapper, (sample["input_ids"], sample["attention_mask"]), str(partial), input_names=["input_ids", "attention_mask"],
-                                  output_names=["embedding"], dynamic_axes=axes, opset_version=17, dynamo=False)
+            # the library's traced encoder (mean pooling); L2 normalisation follows in encode()
+            trace_to_onnx(pooled_module(model, "mean"), sample["input_ids"], sample["attention_mask"], partial, output="embedding")
             partial.replace(fp32)
             self.export_seconds += time.perf_counter() - started
         if not self.int8:
@@ -252,25 +248,4 @@ class OnnxEncoder:
             if out.shape[1] == 0:
                 out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
             out[rows] = vectors
-        return out
-
-
-def _PooledForExport(model: Any) -> Any:
-    import torch
-
-    takes_token_types = "token_type_ids" in inspect.signature(model.forward).parameters
-
-    class Pooled(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            mask4d = attention_mask[:, None, None, :].bool()
-            extra = {"token_type_ids": torch.zeros_like(input_ids)} if takes_token_types else {}
-            hidden = self.model(input_ids=input_ids, attention_mask=mask4d, **extra).last_hidden_state
-            weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, p=2, dim=-1)
-
-    return Pooled()
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)

@@ -17,7 +17,6 @@ Needs ``torch`` (to trace) and the optional extra ``pip install embedensemble[on
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import shutil
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ._logging import get_logger
+from .backbones.onnx_encoder import OPSET, trace_to_onnx
 from .config import MemberConfig
 from .errors import ConfigError
 from .fileio import write_json
@@ -34,32 +34,25 @@ from .members.onnx_classifier import FORMAT_VERSION, KIND, META_FILE, MODEL_FILE
 logger = get_logger(__name__)
 
 PRECISIONS = ("fp32", "int8")
-OPSET = 17
 
 
 def _export_module(classifier: Any) -> Any:
-    """``(input_ids, attention_mask) -> logits`` around a :class:`PooledClassifier`.
-
-    The backbone gets a prepared 4-D additive mask (a boolean one is added as 1/0 by eager attention): traced with a 2-D one, transformers' mask
-    builder is frozen as a constant of the traced batch shape and other shapes drift.
-    """
+    """``(input_ids, attention_mask) -> logits`` around a :class:`PooledClassifier`: the backbone pooled
+    exactly as the library's int8 encoders export it (:func:`~embedensemble.backbones.onnx_encoder.pooled_module`),
+    then the linear head."""
     import torch
 
-    from .backbones.tokens import additive_attention_mask, pool
+    from .backbones.onnx_encoder import pooled_module
 
-    backbone = classifier.backbone
-    takes_token_types = "token_type_ids" in inspect.signature(backbone.forward).parameters
+    pooled = pooled_module(classifier.backbone, classifier.pooling)
 
     class Exported(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.backbone, self.head, self.pooling = backbone, classifier.head, classifier.pooling
+            self.pooled, self.head = pooled, classifier.head
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            extra = {"token_type_ids": torch.zeros_like(input_ids)} if takes_token_types else {}
-            mask4d = additive_attention_mask(attention_mask)
-            hidden = self.backbone(input_ids=input_ids, attention_mask=mask4d, **extra).last_hidden_state
-            return self.head(pool(hidden, attention_mask, self.pooling).float())
+            return self.head(self.pooled(input_ids, attention_mask))
 
     return Exported().eval()
 
@@ -89,18 +82,7 @@ def export_student(member: Any, folder: str | os.PathLike, *, precision: str = "
         module = _export_module(member.model.cpu())
         ids, mask = pad_batch(member._tokenize(["an example tweet", "a longer example tweet, for the export"]), fmt.pad_token_id)
         sample, mask = torch.from_numpy(ids), torch.from_numpy(mask)
-        axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "logits": {0: "batch"}}
-        with torch.no_grad():
-            torch.onnx.export(
-                module,
-                (sample, mask),
-                str(fp32),
-                input_names=["input_ids", "attention_mask"],
-                output_names=["logits"],
-                dynamic_axes=axes,
-                opset_version=OPSET,
-                dynamo=False,
-            )
+        trace_to_onnx(module, sample, mask, fp32, output="logits")
         if precision == "int8":
             from onnxruntime.quantization import QuantType, quantize_dynamic
 

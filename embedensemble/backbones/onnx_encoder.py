@@ -63,7 +63,7 @@ def check_exportable(spec: BackboneSpec, folder: Path) -> None:
         raise ConfigError(f"backbone '{spec.name}': precision 'int8' cannot export sentence-transformers module(s) {extra}")
 
 
-def _pooled_module(model: Any, pooling: str) -> Any:
+def pooled_module(model: Any, pooling: str) -> Any:
     """``(input_ids, attention_mask) -> pooled vector`` around a transformers encoder.
 
     The backbone gets a prepared 4-D mask (:func:`~.tokens.additive_attention_mask`): traced with a 2-D
@@ -89,12 +89,29 @@ def _pooled_module(model: Any, pooling: str) -> Any:
     return Pooled().eval()
 
 
+def trace_to_onnx(module: Any, input_ids: Any, attention_mask: Any, path: Path, *, output: str) -> None:
+    """Trace ``module(input_ids, attention_mask) -> [batch, ...]`` to ONNX at ``path``, batch and token axes dynamic."""
+    import torch
+
+    axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, output: {0: "batch"}}
+    with torch.no_grad():
+        torch.onnx.export(
+            module,
+            (input_ids, attention_mask),
+            str(path),
+            input_names=["input_ids", "attention_mask"],
+            output_names=[output],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
 def export_encoder(spec: BackboneSpec, weights: Path, folder: Path, *, quantize: bool = True) -> Path:
     """Write ``folder/model.onnx`` (int8 per-channel weights when ``quantize``) unless it exists; returns the file."""
     target = folder / MODEL_FILE
     if target.is_file():
         return target
-    import torch
     from transformers import AutoModel, AutoTokenizer
 
     check_exportable(spec, weights)
@@ -105,18 +122,7 @@ def export_encoder(spec: BackboneSpec, weights: Path, folder: Path, *, quantize:
         tokenizer = AutoTokenizer.from_pretrained(str(weights))
         sample = tokenizer(["an example tweet", "a longer example tweet, for the export"], padding=True, return_tensors="pt")
         fp32 = staging / "model-fp32.onnx"
-        axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "embedding": {0: "batch"}}
-        with torch.no_grad():
-            torch.onnx.export(
-                _pooled_module(model, spec.pooling),
-                (sample["input_ids"], sample["attention_mask"]),
-                str(fp32),
-                input_names=["input_ids", "attention_mask"],
-                output_names=["embedding"],
-                dynamic_axes=axes,
-                opset_version=OPSET,
-                dynamo=False,
-            )
+        trace_to_onnx(pooled_module(model, spec.pooling), sample["input_ids"], sample["attention_mask"], fp32, output="embedding")
         if quantize:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
