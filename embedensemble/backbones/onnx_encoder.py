@@ -8,12 +8,11 @@ one scale per tensor lost 0.006-0.009 macro-F1 on MiniLM, one per channel none (
 embedensemble.onnx_export). Two kinds of MatMul stay fp32: products of two activations (attention
 scores), and each layer's feed-forward down-projection, whose GELU outputs carry the outlier values
 that one per-batch activation scale cannot hold: quantised, mpnet's vectors kept a median cosine of
-0.86 to fp32 on 64 Kaggle tweets; with the down-projections in fp32, 0.99 (at about 2/3 of the speed-up). Activations share one scale per batch, so a text's vector moves slightly
-(about 1e-5) with the texts batched beside it; the same texts in the same batches give the same vectors.
-The export is cached under ``<cache root>/onnx/<encoder identity>/`` and
-written atomically, so it is built once per machine.
-
-Needs the optional extra ``pip install embedensemble[onnx]`` (onnx, onnxruntime).
+0.86 to fp32 on 64 Kaggle tweets; with the down-projections in fp32, 0.99 (at about 2/3 of the
+speed-up). Activations share one scale per batch, so a text's vector moves slightly (about 1e-5)
+with the texts batched beside it; the same texts in the same batches give the same vectors.
+The export is cached under ``<cache root>/onnx/<encoder identity>/`` and written atomically, so it is
+built once per machine. onnx and onnxruntime are core dependencies (the default config uses this).
 """
 
 from __future__ import annotations
