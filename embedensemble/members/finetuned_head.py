@@ -37,8 +37,8 @@ import numpy as np
 from .._logging import get_logger
 from ..config import MemberConfig
 from ..context import MemberContext
-from ..errors import ArtifactError, ConfigError, FormatVersionError
-from ..fileio import load_array, read_json, save_array, sha256_file, texts_digest, write_json
+from ..errors import ArtifactError, ConfigError
+from ..fileio import check_format_version, load_array, read_json, save_array, sha256_file, texts_digest, write_json
 from ..heads import Head, load_head, make_head
 from ..run_folder import fold_done_file, folds_digest, read_fold_done
 from .base import FoldModel, load_member, load_member_shared, register_member, saved_fold_dirs
@@ -287,10 +287,7 @@ class FinetunedHeadMember(FoldModel):
         if not (path / META_FILE).is_file():
             raise ArtifactError(f"{path} is not a saved finetuned-head member (no {META_FILE})")
         meta = read_json(path / META_FILE)
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise FormatVersionError(
-                f"{path / META_FILE}: format version {meta.get('format_version')!r}, this library reads {FORMAT_VERSION}"
-            )
+        check_format_version(meta, FORMAT_VERSION, path / META_FILE)
         member = cls(config, context)
         member.head_ = load_head(path / "head")
         if meta.get("source") != member.source or meta.get("n_features") != member.head_.n_features_in_:

@@ -23,8 +23,8 @@ import numpy as np
 from .._logging import get_logger
 from ..config import MemberConfig
 from ..context import MemberContext
-from ..errors import ArtifactError, FormatVersionError, NumericalError
-from ..fileio import read_json
+from ..errors import ArtifactError, NumericalError
+from ..fileio import check_format_version, read_json
 from ..runtime import default_num_threads
 from .base import FoldModel, register_member
 
@@ -135,10 +135,7 @@ class OnnxClassifierMember(FoldModel):
         if not (path / META_FILE).is_file():
             raise ArtifactError(f"{path} has no {META_FILE}")
         meta = read_json(path / META_FILE)
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise FormatVersionError(
-                f"{path / META_FILE}: format version {meta.get('format_version')!r}, this library reads {FORMAT_VERSION}"
-            )
+        check_format_version(meta, FORMAT_VERSION, path / META_FILE)
         member = cls(config, context)
         member.meta = meta
         member.source_dir = path
