@@ -152,5 +152,8 @@ def _worker(rank: int, world_size: int, port: int, fn: Callable[..., Any], args:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
     try:
         fn(DataParallel(rank, world_size), *args)
+        # Tear the group down together: a rank that destroyed it while rank 0 (the rendezvous host) was
+        # still writing its results aborted now and then in CI ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
