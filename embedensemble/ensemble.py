@@ -83,12 +83,19 @@ class EmotionEnsemble:
         return self._context
 
     # ---------------------------------------------------------------- prediction
-    def member_proba(self, texts: Sequence[str]) -> np.ndarray:
-        """Each member's probabilities, averaged over its fold models: [n, members, 11]."""
+    def member_proba(self, texts: Sequence[str], members: Sequence[str] | None = None) -> np.ndarray:
+        """Each member's probabilities, averaged over its fold models: [n, members, 11].
+
+        ``members``: only these (in this order); what one member costs to run can be timed this way.
+        """
         texts = validate_texts(texts)
         self._check_fitted()
+        names = self.member_names if members is None else list(members)
+        unknown = sorted(set(names) - set(self.member_names))
+        if unknown:
+            raise ValueError(f"this ensemble has no member(s) {unknown}; it has {self.member_names}")
         per_member = []
-        for name in self.member_names:
+        for name in names:
             models = self._models(name)
             per_member.append(np.mean([m.predict_proba(texts) for m in models], axis=0) if texts else np.zeros((0, len(EMOTIONS))))
         return np.stack(per_member, axis=1).astype(np.float32) if texts else np.zeros((0, len(per_member), len(EMOTIONS)), np.float32)

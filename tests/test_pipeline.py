@@ -105,6 +105,11 @@ def test_fit_stack_save_load_round_trip(tmp_path):
     sub = np.loadtxt(run / "submission.csv", delimiter=",", skiprows=1, usecols=range(1, 12), dtype=int)
     np.testing.assert_array_equal(sub, reloaded.predict(splits.test.texts).to_numpy())
     assert reloaded.predict([]).shape == (0, 11)
+    # One member alone (how benchmarks time a member) is that member's column of all members.
+    every = reloaded.member_proba(splits.eval.texts)
+    np.testing.assert_array_equal(reloaded.member_proba(splits.eval.texts, members=["bow1"])[:, 0], every[:, 1])
+    with pytest.raises(ValueError, match=r"no member\(s\) \['nope'\]"):
+        reloaded.member_proba(["x"], members=["nope"])
 
 
 def test_rerun_fit_recomputes_nothing(tmp_path):

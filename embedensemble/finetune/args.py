@@ -51,6 +51,10 @@ class FinetuneArgs:
     batches' worth of texts are sorted by length together), ``seed`` (default: the run seed).
     ``packing`` (pooled decoders only) packs each batch's texts padding-free into rows with
     block-diagonal attention (:mod:`embedensemble.backbones.packing`): same numbers, no padding.
+    ``train_top_layers`` (pooled encoders, ``adapter="none"``): only the top N layers (and the head) are
+    trained; the embeddings and lower layers stay frozen, run once per text and kept in memory (up to
+    ``frozen_cache_gb`` per backbone), so each later epoch, fold and prediction costs the top layers only
+    (:mod:`embedensemble.finetune.frozen_layers`). Saved as the top layers' weights alone.
     ``backbone_options`` are passed to ``get_backbone_spec`` (e.g. ``pooling``, ``task``).
     ``normalise``: the member reads :func:`embedensemble.normalise.normalise_tweet`'s view of each text
     (emoji as words, segmented hashtags, placeholders) when training and predicting; subword tokenizers
@@ -88,6 +92,8 @@ class FinetuneArgs:
     predict_batch_size: int = 64
     seed: int | None = None
     normalise: bool = False
+    train_top_layers: int | None = None
+    frozen_cache_gb: float = 2.0
     backbone_options: dict[str, Any] = field(default_factory=dict)
 
     DEFAULT_MAX_LENGTH: ClassVar[int] = 128
@@ -137,6 +143,8 @@ class FinetuneArgs:
             "head_lr": self.head_lr,
             "lora_alpha": self.lora_alpha,
             "pos_weight_max": self.pos_weight_max,
+            "train_top_layers": self.train_top_layers,
+            "frozen_cache_gb": self.frozen_cache_gb,
         }
         for key, value in positive.items():
             if value is not None and value <= 0:
@@ -156,6 +164,11 @@ class FinetuneArgs:
             raise ConfigError(f"{where}: 'pos_weight' list must hold {N_LABELS} positive numbers, got {self.pos_weight!r}")
         if self.packing and kind != "pooled-finetune":
             raise ConfigError(f"{where}: 'packing' is only supported by kind 'pooled-finetune', not {kind!r}")
+        if self.train_top_layers is not None and (kind != "pooled-finetune" or self.adapter != "none"):
+            raise ConfigError(
+                f"{where}: 'train_top_layers' needs kind 'pooled-finetune' with adapter \"none\" "
+                f"(got kind {kind!r}, adapter {self.adapter!r})"
+            )
         if self.early_stopping_patience is not None and self.eval_fraction == 0.0:
             raise ConfigError(f"{where}: 'early_stopping_patience' needs 'eval_fraction' > 0")
 

@@ -35,7 +35,7 @@ FORMAT_VERSION = 1
 META_FILE = "finetune.json"
 # Settings that change neither the trained weights nor the data order: a checkpoint written
 # under other values of these can still be resumed.
-_NOT_FINGERPRINTED = ("save_every_steps", "predict_batch_size")
+_NOT_FINGERPRINTED = ("save_every_steps", "predict_batch_size", "frozen_cache_gb")
 
 
 class FinetuneMember(FoldModel):

@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ArtifactError
 from ..fileio import texts_digest
 from ..finetune.checkpoint import read_tensors, write_tensors
 from ..finetune.classifiers import PooledClassifier
+from ..finetune.frozen_layers import TopLayersBackbone
 from ..finetune.modeling import (
     apply_adapter,
     backbone_spec,
@@ -30,13 +32,16 @@ from ..finetune.modeling import (
 from .base import register_member
 from .finetune_member import FinetuneMember
 
+TOP_LAYERS_FILE = "top_layers.safetensors"
+
 
 @register_member("pooled-finetune")
 class PooledFinetuneMember(FinetuneMember):
     """Fine-tunes a backbone (LoRA, QLoRA or fully) with a linear head on its pooled embedding.
 
     Saved as ``adapter/`` (peft's ``adapter_model.safetensors`` + ``adapter_config.json``) or, for
-    ``adapter="none"``, ``backbone.safetensors``; plus ``head.safetensors`` and ``finetune.json``.
+    ``adapter="none"``, ``backbone.safetensors`` (with ``train_top_layers``, ``top_layers.safetensors``: only
+    the trained layers); plus ``head.safetensors`` and ``finetune.json``.
     Loading reads the base backbone from its spec and applies the saved weights.
     """
 
@@ -50,6 +55,13 @@ class PooledFinetuneMember(FinetuneMember):
         self.fmt = text_format(self.spec, self.tokenizer, self.args, append_eos=self.append_eos)
         pooling = getattr(self.spec, "pooling", None) or ("last_token" if self.fmt.padding_side == "left" else "mean")
         backbone = apply_adapter(backbone, self.args)
+        if self.args.train_top_layers is not None:
+            backbone = TopLayersBackbone(
+                backbone,
+                self.args.train_top_layers,
+                cache_key=f"{self.config.backbone}|{self.device}|{self.bf16}",
+                max_bytes=int(self.args.frozen_cache_gb * 2**30),
+            )
         model = PooledClassifier(backbone, hidden_size(backbone), pooling)
         model.head.to(self.device)
         self.model = model
@@ -101,14 +113,18 @@ class PooledFinetuneMember(FinetuneMember):
         self._last_pooled = None  # the weights changed
 
     def _save_weights(self, path: Path) -> None:
-        if self.args.adapter == "none":
+        if isinstance(self.model.backbone, TopLayersBackbone):
+            write_tensors(path / TOP_LAYERS_FILE, self.model.backbone.trainable_state_dict())
+        elif self.args.adapter == "none":
             save_full(self.model.backbone, path / "backbone.safetensors")
         else:
             save_adapter(self.model.backbone, path / "adapter")
         write_tensors(path / "head.safetensors", self.model.head.state_dict())
 
     def _load_weights(self, path: Path) -> None:
-        if self.args.adapter == "none":
+        if isinstance(self.model.backbone, TopLayersBackbone):
+            _load_top_layers(self.model.backbone, path / TOP_LAYERS_FILE)
+        elif self.args.adapter == "none":
             load_full(self.model.backbone, path / "backbone.safetensors")
         else:
             load_adapter(self.model.backbone, path / "adapter")
@@ -116,3 +132,15 @@ class PooledFinetuneMember(FinetuneMember):
         self.model.head.load_state_dict(head)
         for param in self.model.parameters():
             param.requires_grad_(False)
+
+
+def _load_top_layers(backbone: TopLayersBackbone, path: Path) -> None:
+    """The trained top layers over the base weights; the file must hold exactly those layers."""
+    if not path.is_file():
+        raise ArtifactError(f"missing weights file {path}")
+    tensors = read_tensors(path)
+    expected = set(backbone.trainable_state_dict())
+    if set(tensors) != expected:
+        extra, missing = sorted(set(tensors) - expected), sorted(expected - set(tensors))
+        raise ArtifactError(f"{path} does not hold this backbone's top layers (unexpected {extra[:3]}, missing {missing[:3]})")
+    backbone.model.load_state_dict(tensors, strict=False)
