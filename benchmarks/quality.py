@@ -21,13 +21,14 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import RESULTS_DIR, ROOT, logger, machine_info, now_iso, setup_logging
-from .ablation import METRICS, SEMEVAL, _kept_rows, _library_stacker, _member_oof, nested_scores, stack_oof
+from .ablation import DATA, METRICS, SEMEVAL, _kept_rows, _library_stacker, _member_oof, nested_scores, stack_oof
 
 DOC = ROOT / "docs" / "quality.md"
 OUT = RESULTS_DIR / "quality_config.json"
@@ -112,6 +113,41 @@ def _fit_cost(time_file: Path | None) -> dict[str, Any]:
     return {"cold_fit_minutes": round(minutes, 1) if minutes else None, "peak_rss_gb": round(int(rss.group(1)) / 2**20, 2) if rss else None}
 
 
+def member_speed(run: Path, names: list[str], n_texts: int = 500) -> dict[str, float]:
+    """Tweets/s of each member alone (all its fold models, and the members it reads), embedding cache off.
+
+    Each member gets a freshly loaded ensemble, so nothing another member computed is reused; the fold
+    models are loaded (on other texts) before the clock starts. Texts: the first ``n_texts`` Kaggle test tweets.
+    """
+    import pandas as pd
+
+    from embedensemble import EmotionEnsemble
+    from embedensemble.finetune.frozen_layers import clear_frozen_states
+
+    texts = pd.read_csv(DATA / "test.csv")["Tweet"].astype(str).tolist()
+    timed, warm_up = texts[:n_texts], texts[n_texts : n_texts + 16]
+    speed = {}
+    for name in names:
+        clear_frozen_states()
+        ensemble = EmotionEnsemble.load(run / "ensemble", use_cache=False)
+        ensemble.member_proba(warm_up, members=[name])
+        start = time.perf_counter()
+        ensemble.member_proba(timed, members=[name])
+        speed[name] = round(len(timed) / (time.perf_counter() - start), 1)
+        logger.info("%s: %.1f tweets/s", name, speed[name])
+    return speed
+
+
+def additions(scorer: Scorer, default_members: list[str]) -> dict[str, Any]:
+    """Each non-default member's gain when added alone to the default members' stack (per meta seed),
+    and the gain of all of them together."""
+    base = scorer.stack(default_members)
+    extra = [m for m in scorer.names if m not in default_members]
+    rows = {m: {"gains": [round(g, 4) for g in _gains(scorer.stack(default_members + [m]), base)]} for m in extra}
+    rows["all additions"] = {"gains": [round(g, 4) for g in _gains(scorer.stack(scorer.names), base)]}
+    return {"baseline": _summary(base), "rows": rows}
+
+
 def measure(run: Path, meta_seeds: list[int], held_out: Path | None, time_file: Path | None) -> dict[str, Any]:
     from embedensemble.fileio import read_json
 
@@ -140,7 +176,8 @@ def measure(run: Path, meta_seeds: list[int], held_out: Path | None, time_file: 
                       "lgbm_minus_logreg": [round(g, 4) for g in _gains(lgbm, logreg)]},
         "finetune_cpu_selection": {"start": ft_start, "steps": ft_steps, "kept": ft_kept},
         "stacks": stacks, "quality_stack": f"kept members ({stacker})", "jaccard_stack": f"kept members ({stacker}), thresholds for jaccard",
-        "cost": _fit_cost(time_file) | {"member_fit_seconds": fit_seconds},
+        "additions": additions(scorer, default_members) if default_members else None,
+        "cost": _fit_cost(time_file) | {"member_fit_seconds": fit_seconds, "member_tweets_per_s": member_speed(run, scorer.names)},
         "targets": TARGETS,
     }
 
@@ -164,6 +201,7 @@ def render(result: dict[str, Any]) -> str:
     lines += ["", "## Stacks (mean ± sd over meta-fold seeds)", "", "| stack | macro-F1 | micro-F1 | Jaccard |", "|---|---|---|---|"]
     for name, s in result["stacks"].items():
         lines.append(" | ".join([f"| {name}"] + [f"{s[m]['mean']:.4f} ± {s[m]['sd']:.4f}" for m in METRICS]) + " |")
+    lines += _additions_table(result)
     rule = f"drop a member only if that gains >= {sel['rule_min_gain']} macro-F1 on average and in every meta seed"
     lines += ["", f"## Selection (rule fixed before looking: {rule})", ""]
     for label, steps, kept in (("quality", sel["steps"], sel["kept"]),
@@ -174,9 +212,8 @@ def render(result: dict[str, Any]) -> str:
                          f"{'dropped ' + step['dropped'] if step['dropped'] else 'none passes the rule'}.")
         lines.append(f"- {label} keeps: {', '.join(kept)}.")
     lines.append(f"- stacker: LightGBM minus logistic regression per meta seed {sel['lgbm_minus_logreg']} -> `{sel['stacker']}`.")
-    lines += ["", ("finetune-cpu's set is re-checked on this run's members of the same names: the default's members as this run "
-                   "fitted them (normalised tweets for TF-IDF and MiniLM, fp32 encoders: the run predates the default's int8 "
-                   "encoders, which change the default stack's OOF macro-F1 by +0.0000 ± 0.0007, [int8.md](int8.md)).")]
+    lines += ["", ("finetune-cpu's set is re-checked on this run's members of the same names, as this run fitted them "
+                   "(the default's members: normalised tweets for TF-IDF and MiniLM, int8 encoders).")]
     macro_ok = quality["macro_f1"]["mean"] >= t["macro_f1"]
     jac_ok = jaccard["jaccard"]["mean"] >= t["jaccard"] and jaccard["micro_f1"]["mean"] >= t["micro_f1_with_jaccard"]
     minutes = cost.get("cold_fit_minutes")
@@ -188,6 +225,27 @@ def render(result: dict[str, Any]) -> str:
                f"peak memory {cost.get('peak_rss_gb')} GB." if minutes else "- cold fit time: not measured."), "",
               f"Measured {result.get('created', '?')}."]
     return "\n".join(lines) + "\n"
+
+
+def _additions_table(result: dict[str, Any]) -> list[str]:
+    added = result.get("additions")
+    if not added:
+        return []
+    cost = result.get("cost", {})
+    seconds, speed = cost.get("member_fit_seconds", {}), cost.get("member_tweets_per_s", {})
+    base = added["baseline"]["macro_f1"]["mean"]
+    lines = ["", "## Each addition over the default members (stack macro-F1, mean ± sd over meta-fold seeds)", "",
+             (f"The default members' stack scores {base:.4f}. A row adds one member alone to it; fit minutes are the member's "
+              "5-fold fit in the cold run, tweets/s its prediction alone (all fold models and the members it reads, cache off, "
+              "500 Kaggle test tweets)."), "",
+             "| addition | stack macro-F1 | gain | fit min | predict tweets/s |", "|---|---|---|---|---|"]
+    for name, row in added["rows"].items():
+        gains = row["gains"]
+        sd = float(np.std(gains, ddof=1)) if len(gains) > 1 else 0.0
+        fit = f"{seconds[name] / 60:.1f}" if seconds.get(name) is not None else "–"
+        lines.append(f"| {name} | {base + float(np.mean(gains)):.4f} | {float(np.mean(gains)):+.4f} ± {sd:.4f} | {fit} | "
+                     f"{speed.get(name, '–')} |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 SAME_ROWS = "oof_thresholds_tuned_on_same_rows"
 
 
@@ -128,6 +130,13 @@ def _quality_config_rows(qc: dict[str, Any] | None, int8: dict[str, Any] | None)
         rows.append(["`quality` config, objective jaccard: Jaccard / micro-F1",
                      f"{jac['jaccard']['mean']:.3f} / {jac['micro_f1']['mean']:.3f}", where, "the other folds' OOF (nested)", chosen])
         cost = qc.get("cost", {})
+        added = qc.get("additions")
+        if added:
+            seconds = cost.get("member_fit_seconds", {})
+            gains = [f"{name} {np.mean(row['gains']):+.3f}" + (f" ({seconds[name] / 60:.0f} min)" if seconds.get(name) else "")
+                     for name, row in added["rows"].items()]
+            rows.append(["`quality` config: each addition's gain over the default members' stack, macro-F1 (fit minutes)",
+                         ", ".join(gains), where, "the other folds' OOF (nested)", "[docs/quality.md](docs/quality.md)"])
         if cost.get("cold_fit_minutes"):
             rows.append(["`quality` config cold fit + stack (every candidate member, 2 cores), wall time / peak memory",
                          f"{cost['cold_fit_minutes']:.0f} min / {cost['peak_rss_gb']:.1f} GB", "Kaggle train + test", "–", "–"])

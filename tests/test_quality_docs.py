@@ -19,7 +19,8 @@ class FakeScorer:
         self.values, self.wobble = values, wobble
 
     def stack(self, members: list[str], stacker: str = "logreg", objective: str = "macro_f1") -> list[dict[str, float]]:
-        return [{"macro_f1": 0.5 + sum(self.values[m] for m in members) + w} for w in self.wobble]
+        score = 0.5 + sum(self.values[m] for m in members)
+        return [{"macro_f1": score + w, "micro_f1": score, "jaccard": score} for w in self.wobble]
 
 
 def test_backward_elimination_drops_only_members_that_cost_more_than_the_rule_allows() -> None:
@@ -33,6 +34,19 @@ def test_a_gain_that_fails_in_one_meta_seed_does_not_pass() -> None:
     assert quality._passes([0.004, 0.004, 0.004])
     assert not quality._passes([0.009, 0.004, -0.0001])
     assert not quality._passes([0.002, 0.002, 0.002])
+
+
+def test_additions_are_gains_of_each_member_added_alone_to_the_default_stack() -> None:
+    scorer = FakeScorer({"a": 0.01, "b": 0.02, "fine-tune": 0.03, "noise": -0.002})
+    scorer.names = ["a", "b", "fine-tune", "noise"]
+    result = quality.additions(scorer, ["a", "b"])
+    assert result["rows"]["fine-tune"]["gains"] == [0.03, 0.03, 0.03]
+    assert result["rows"]["noise"]["gains"] == [-0.002] * 3
+    assert result["rows"]["all additions"]["gains"] == [0.028] * 3
+    assert set(result["rows"]) == {"fine-tune", "noise", "all additions"}
+    table = "\n".join(quality._additions_table({"additions": result, "cost": {"member_fit_seconds": {"fine-tune": 90.0},
+                                                                                "member_tweets_per_s": {"fine-tune": 12.5}}}))
+    assert "| fine-tune | 0.5600 | +0.0300 ± 0.0000 | 1.5 | 12.5 |" in table
 
 
 def test_fit_cost_reads_gnu_time_output(tmp_path) -> None:
