@@ -62,11 +62,6 @@ def _view(model: nn.Module, layers: list[nn.Module], embeddings: nn.Module | Non
     return view
 
 
-class _Output:
-    def __init__(self, last_hidden_state: torch.Tensor) -> None:
-        self.last_hidden_state = last_hidden_state
-
-
 class TopLayersBackbone(nn.Module):
     """``model`` with its embeddings and all but the top ``n_trainable`` layers frozen and cached.
 
@@ -86,9 +81,12 @@ class TopLayersBackbone(nn.Module):
         # Plain attributes, not submodules: their weights are the model's own (state_dict stays the model's).
         self.__dict__["_lower"] = _view(model, list(layers[: self.n_frozen]), None)
         self.__dict__["_upper"] = _view(model, list(layers[self.n_frozen :]), _Passthrough())
-        self._frozen = [model.embeddings, *layers[: self.n_frozen]]
-        for module in self._frozen:
-            module.requires_grad_(False)
+        # Only the top layers train. Everything else stays as loaded: the embeddings, the frozen layers,
+        # the pooler (unused) and weights the layers share (MPNet's relative_attention_bias, which would
+        # otherwise train while the cached lower states, computed with its loaded value, go stale).
+        model.requires_grad_(False)
+        self.__dict__["_top"] = nn.ModuleList(layers[self.n_frozen :])
+        self._top.requires_grad_(True)
 
     @property
     def config(self) -> Any:
@@ -96,19 +94,19 @@ class TopLayersBackbone(nn.Module):
 
     def train(self, mode: bool = True) -> TopLayersBackbone:
         super().train(mode)
-        for module in self._frozen:  # the cached states were computed without dropout; keep it so
-            module.eval()
+        self.model.eval()  # the cached states were computed without dropout; keep it so below the top
+        self._top.train(mode)
         return self
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> _Output:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_: Any) -> Any:
+        """The wrapped model's output (``last_hidden_state``) for the batch, starting from cached states."""
         lengths = attention_mask.sum(dim=1).tolist()
         keys = [row[:n].cpu().numpy().tobytes() for row, n in zip(input_ids, lengths)]
         states = self._frozen_states(input_ids, lengths, keys)
         hidden = input_ids.new_zeros((len(keys), input_ids.shape[1], states[0].shape[-1]), dtype=states[0].dtype)
         for row, (state, n) in enumerate(zip(states, lengths)):
             hidden[row, :n] = state.to(hidden.device)
-        out = self._upper(inputs_embeds=hidden, attention_mask=attention_mask)
-        return _Output(out.last_hidden_state)
+        return self._upper(inputs_embeds=hidden, attention_mask=attention_mask)
 
     def _frozen_states(self, input_ids: torch.Tensor, lengths: list[int], keys: list[bytes]) -> list[torch.Tensor]:
         with _LOCK:
@@ -139,8 +137,8 @@ class TopLayersBackbone(nn.Module):
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights that training changes (the top layers'), under the wrapped model's names."""
-        frozen = {id(p) for module in self._frozen for p in module.parameters()}
-        return {name: p.detach() for name, p in self.model.named_parameters() if id(p) not in frozen}
+        top = {id(p) for p in self._top.parameters()}
+        return {name: p.detach() for name, p in self.model.named_parameters() if id(p) in top}
 
 
 def clear_frozen_states() -> None:
