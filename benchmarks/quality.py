@@ -2,6 +2,7 @@
 
     python -m benchmarks.quality --run artifacts/quality --time-file fit-time.txt [--meta-seeds 0,1,2]
     python -m benchmarks.quality --render      # docs/quality.md from benchmarks/results/quality_config.json
+    python -m benchmarks.quality --dev-run artifacts/quality-semeval --dev-only   # add the dev final check
 
 Input: one run folder of ``experiments/quality.json`` fitted cold on the Kaggle folder (``/usr/bin/time -v``
 output in ``--time-file`` gives the cold wall time and peak memory). Every score is nested (thresholds
@@ -14,6 +15,9 @@ tuned on the other meta-folds' rows), on train rows that are not SemEval dev twe
 * stacker: LightGBM over all logits replaces per-emotion logistic regression only if it gains >= 0.003
   macro-F1 on average and in every meta seed on the kept members.
 * the ``objective: jaccard`` variant: the kept members and stacker with thresholds tuned for Jaccard.
+
+``--dev-run``: the same config fitted on SemEval train (``--data semeval2018-ec``) is stacked for each
+objective and scored once on SemEval dev, a final check that chooses nothing.
 """
 
 from __future__ import annotations
@@ -182,6 +186,35 @@ def measure(run: Path, meta_seeds: list[int], held_out: Path | None, time_file: 
     }
 
 
+def dev_check(run: Path) -> dict[str, Any]:
+    """The stack (thresholds for macro-F1, then for Jaccard) and each member of a SemEval-train run, on dev."""
+    from embedensemble.run_folder import RunFolder
+    from embedensemble.stacking import fit_stack, score_stack
+
+    folder = RunFolder(run)
+    result: dict[str, Any] = {"run": str(run)}
+    for objective in ("macro_f1", "jaccard"):
+        metrics = score_stack(folder, fit_stack(folder, objective=objective))
+        if "eval" not in metrics["stack"]:
+            raise SystemExit(f"{run}: the run has no labelled eval split (fit it with --data on the SemEval folder)")
+        result[objective] = {"stack": nested_scores_row(metrics["stack"]["eval"]),
+                             "members": {n: nested_scores_row(m["eval"]) for n, m in metrics["members"].items()}}
+    result["n_eval"] = len(folder.eval_labels())
+    return result
+
+
+def _dev_lines(dev: dict[str, Any] | None) -> list[str]:
+    if not dev:
+        return []
+    lines = ["", f"## Final check on SemEval dev ({dev['n_eval']} tweets; the config fitted on SemEval train; chose nothing)", "",
+             "One fit (fold seed of the config), so no spread.", "", "| model | macro-F1 | micro-F1 | Jaccard |", "|---|---|---|---|"]
+    rows = {"stack, thresholds for macro-F1": dev["macro_f1"]["stack"], "stack, thresholds for Jaccard": dev["jaccard"]["stack"]}
+    rows |= {f"member {n} alone": s for n, s in dev["macro_f1"]["members"].items()}
+    for name, s in rows.items():
+        lines.append(f"| {name} | {s['macro_f1']:.4f} | {s['micro_f1']:.4f} | {s['jaccard']:.4f} |")
+    return lines
+
+
 def nested_scores_row(scores: dict[str, Any]) -> dict[str, float]:
     return {m: round(float(scores[m]), 4) for m in METRICS}
 
@@ -203,6 +236,7 @@ def render(result: dict[str, Any]) -> str:
         lines.append(" | ".join([f"| {name}"] + [f"{s[m]['mean']:.4f} ± {s[m]['sd']:.4f}" for m in METRICS]) + " |")
     lines += _additions_table(result)
     rule = f"drop a member only if that gains >= {sel['rule_min_gain']} macro-F1 on average and in every meta seed"
+    lines += _dev_lines(result.get("dev_check"))
     lines += ["", f"## Selection (rule fixed before looking: {rule})", ""]
     for label, steps, kept in (("quality", sel["steps"], sel["kept"]),
                                ("finetune-cpu", result["finetune_cpu_selection"]["steps"], result["finetune_cpu_selection"]["kept"])):
@@ -257,13 +291,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--render", action="store_true")
+    parser.add_argument("--dev-run", type=Path, help="the config fitted on SemEval train: scored once on dev (final check)")
+    parser.add_argument("--dev-only", action="store_true", help="with --dev-run: keep the OOF results, (re)score the dev check")
     args = parser.parse_args(argv)
     setup_logging(False)
     from embedensemble.fileio import read_json, write_json
 
+    if args.dev_only and not args.dev_run:
+        parser.error("--dev-only needs --dev-run")
     if not args.render:
-        result = measure(args.run, [int(s) for s in args.meta_seeds.split(",")], args.held_out if str(args.held_out) else None, args.time_file)
-        result.update({"created": now_iso(), "machine": machine_info()})
+        if args.dev_only:
+            result = read_json(args.out)
+        else:
+            seeds = [int(s) for s in args.meta_seeds.split(",")]
+            result = measure(args.run, seeds, args.held_out if str(args.held_out) else None, args.time_file)
+            result.update({"created": now_iso(), "machine": machine_info()})
+        if args.dev_run:
+            result["dev_check"] = dev_check(args.dev_run) | {"created": now_iso()}
         write_json(args.out, result)
     args.doc.write_text(render(read_json(args.out)), encoding="utf-8")
     logger.info("wrote %s", args.doc)

@@ -137,6 +137,13 @@ def _quality_config_rows(qc: dict[str, Any] | None, int8: dict[str, Any] | None)
                      for name, row in added["rows"].items()]
             rows.append(["`quality` config: each addition's gain over the default members' stack, macro-F1 (fit minutes)",
                          ", ".join(gains), where, "the other folds' OOF (nested)", "[docs/quality.md](docs/quality.md)"])
+        dev = qc.get("dev_check")
+        if dev:
+            macro, jac = dev["macro_f1"]["stack"], dev["jaccard"]["stack"]
+            rows.append(["`quality` config stack, macro-F1; with Jaccard thresholds: Jaccard / micro-F1",
+                         f"{macro['macro_f1']:.3f}; {jac['jaccard']:.3f} / {jac['micro_f1']:.3f}",
+                         f"SemEval dev ({dev['n_eval']} tweets; fitted on SemEval train)", "stacker OOF of train",
+                         "nothing: a final check ([docs/quality.md](docs/quality.md))"])
         if cost.get("cold_fit_minutes"):
             rows.append(["`quality` config cold fit + stack (every candidate member, 2 cores), wall time / peak memory",
                          f"{cost['cold_fit_minutes']:.0f} min / {cost['peak_rss_gb']:.1f} GB", "Kaggle train + test", "–", "–"])

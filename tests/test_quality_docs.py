@@ -61,3 +61,34 @@ def test_doc_equals_what_the_json_renders(module, doc, result) -> None:
     if not path.is_file():
         pytest.fail(f"{path} is missing: run python -m benchmarks.{module.__name__.split('.')[-1]}")
     assert (ROOT / "docs" / doc).read_text(encoding="utf-8") == module.render(json.loads(path.read_text(encoding="utf-8")))
+
+
+def test_dev_check_scores_the_stack_on_dev_for_each_objective_and_renders(tmp_path) -> None:
+    from synthetic import write_kaggle, write_semeval
+
+    from embedensemble import EnsembleConfig
+    from embedensemble.config import CVConfig, MemberConfig
+    from embedensemble.data import load_dataset
+    from embedensemble.fileio import read_json
+    from embedensemble.metrics import evaluate
+    from embedensemble.training import fit_ensemble
+
+    config = EnsembleConfig(name="dev-check", members=[MemberConfig(name="tfidf-logreg", features="tfidf", head="logreg")],
+                            cv=CVConfig(n_folds=3))
+    splits = load_dataset(write_semeval(tmp_path / "d", n_train=120, n_dev=50, n_test=10))
+    ensemble = fit_ensemble(config, splits.train, run_dir=tmp_path / "run", eval=splits.eval, test=splits.test)
+
+    dev = quality.dev_check(tmp_path / "run")
+    assert dev["n_eval"] == len(splits.eval)
+    # The macro-F1 stack is the fitted ensemble, scored on dev as the stack CLI scores it.
+    expected = evaluate(splits.eval.labels, ensemble.predict(splits.eval.texts).to_numpy())
+    assert dev["macro_f1"]["stack"] == quality.nested_scores_row(expected)
+    assert dev["macro_f1"]["stack"]["macro_f1"] == round(read_json(tmp_path / "run" / "metrics.json")["stack"]["eval"]["macro_f1"], 4)
+    assert set(dev["jaccard"]["members"]) == {"tfidf-logreg"}
+    lines = "\n".join(quality._dev_lines(dev))
+    assert "| stack, thresholds for Jaccard |" in lines and f"{dev['jaccard']['stack']['jaccard']:.4f}" in lines
+
+    kaggle = load_dataset(write_kaggle(tmp_path / "k", n_train=90, n_test=10))  # no labelled dev split
+    fit_ensemble(config, kaggle.train, run_dir=tmp_path / "no-dev", test=kaggle.test)
+    with pytest.raises(SystemExit, match="no labelled eval split"):
+        quality.dev_check(tmp_path / "no-dev")
