@@ -235,8 +235,8 @@ def render(result: dict[str, Any]) -> str:
     for name, s in result["stacks"].items():
         lines.append(" | ".join([f"| {name}"] + [f"{s[m]['mean']:.4f} ± {s[m]['sd']:.4f}" for m in METRICS]) + " |")
     lines += _additions_table(result)
-    rule = f"drop a member only if that gains >= {sel['rule_min_gain']} macro-F1 on average and in every meta seed"
     lines += _dev_lines(result.get("dev_check"))
+    rule = f"drop a member only if that gains >= {sel['rule_min_gain']} macro-F1 on average and in every meta seed"
     lines += ["", f"## Selection (rule fixed before looking: {rule})", ""]
     for label, steps, kept in (("quality", sel["steps"], sel["kept"]),
                                ("finetune-cpu", result["finetune_cpu_selection"]["steps"], result["finetune_cpu_selection"]["kept"])):
