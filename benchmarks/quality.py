@@ -39,6 +39,11 @@ OUT = RESULTS_DIR / "quality_config.json"
 MIN_GAIN = 0.003
 TARGETS = {"macro_f1": 0.62, "jaccard": 0.62, "micro_f1_with_jaccard": 0.72, "cold_minutes": 90}
 FINETUNE_CPU = ["tfidf-logreg", "minilm-logreg", "minilm-lgbm", "mpnet-logreg", "minilm-ft", "ftminilm-logreg"]
+# The dev check's stacks: key -> (objective, decision); labels as rendered.
+DEV_STACKS = {"macro_f1": ("macro_f1", "thresholds"), "jaccard_thresholds": ("jaccard", "thresholds"),
+              "jaccard_decoding": ("jaccard", "expected_jaccard")}
+DEV_LABELS = {"macro_f1": "stack, thresholds for macro-F1", "jaccard_thresholds": "stack, thresholds for Jaccard",
+              "jaccard": "stack, thresholds for Jaccard", "jaccard_decoding": "stack, expected-Jaccard decoding"}
 STACKERS = {"logreg": {"features": "same_emotion"}, "lgbm": {"meta_learner": "lgbm", "features": "all"}}
 
 
@@ -61,13 +66,13 @@ class Scorer:
     def member(self, name: str) -> dict[str, float]:
         return nested_scores(self.proba[:, self.names.index(name)], self.labels, self.run_folds, {})
 
-    def stack(self, members: list[str], stacker: str = "logreg", objective: str = "macro_f1") -> list[dict[str, Any]]:
-        key = (tuple(sorted(members)), stacker, objective)
+    def stack(self, members: list[str], stacker: str = "logreg", objective: str = "macro_f1", decision: str = "auto") -> list[dict[str, Any]]:
+        key = (tuple(sorted(members)), stacker, objective, decision)
         if key not in self._memo:
             cols = [self.names.index(m) for m in members]
             fit_predict = _library_stacker(**STACKERS[stacker])
             self._memo[key] = [
-                nested_scores(stack_oof(fit_predict, self.proba[:, cols], self.labels, folds), self.labels, folds, {}, objective)
+                nested_scores(stack_oof(fit_predict, self.proba[:, cols], self.labels, folds), self.labels, folds, {"decision": decision}, objective)
                 for folds in self.meta_folds
             ]
         return self._memo[key]
@@ -169,7 +174,8 @@ def measure(run: Path, meta_seeds: list[int], held_out: Path | None, time_file: 
         "every candidate (logreg)": _summary(scorer.stack(scorer.names)),
         "kept members (logreg)": _summary(logreg),
         "kept members (lgbm)": _summary(lgbm),
-        f"kept members ({stacker}), thresholds for jaccard": _summary(scorer.stack(kept, stacker, "jaccard")),
+        f"kept members ({stacker}), thresholds for jaccard": _summary(scorer.stack(kept, stacker, "jaccard", "thresholds")),
+        f"kept members ({stacker}), expected-Jaccard decoding": _summary(scorer.stack(kept, stacker, "jaccard", "expected_jaccard")),
     }
     member_files = {n: run / "members" / n / "member.json" for n in scorer.names}
     fit_seconds = {n: read_json(f).get("fit_seconds") for n, f in member_files.items() if f.is_file()}
@@ -179,7 +185,7 @@ def measure(run: Path, meta_seeds: list[int], held_out: Path | None, time_file: 
         "selection": {"rule_min_gain": MIN_GAIN, "steps": steps, "kept": kept, "stacker": stacker,
                       "lgbm_minus_logreg": [round(g, 4) for g in _gains(lgbm, logreg)]},
         "finetune_cpu_selection": {"start": ft_start, "steps": ft_steps, "kept": ft_kept},
-        "stacks": stacks, "quality_stack": f"kept members ({stacker})", "jaccard_stack": f"kept members ({stacker}), thresholds for jaccard",
+        "stacks": stacks, "quality_stack": f"kept members ({stacker})", "jaccard_stack": f"kept members ({stacker}), expected-Jaccard decoding",
         "additions": additions(scorer, default_members) if default_members else None,
         "cost": _fit_cost(time_file) | {"member_fit_seconds": fit_seconds, "member_tweets_per_s": member_speed(run, scorer.names)},
         "targets": TARGETS,
@@ -193,12 +199,12 @@ def dev_check(run: Path) -> dict[str, Any]:
 
     folder = RunFolder(run)
     result: dict[str, Any] = {"run": str(run)}
-    for objective in ("macro_f1", "jaccard"):
-        metrics = score_stack(folder, fit_stack(folder, objective=objective))
+    for key, (objective, decision) in DEV_STACKS.items():
+        metrics = score_stack(folder, fit_stack(folder, objective=objective, decision=decision))
         if "eval" not in metrics["stack"]:
             raise SystemExit(f"{run}: the run has no labelled eval split (fit it with --data on the SemEval folder)")
-        result[objective] = {"stack": nested_scores_row(metrics["stack"]["eval"]),
-                             "members": {n: nested_scores_row(m["eval"]) for n, m in metrics["members"].items()}}
+        result[key] = {"stack": nested_scores_row(metrics["stack"]["eval"]),
+                       "members": {n: nested_scores_row(m["eval"]) for n, m in metrics["members"].items()}}
     result["n_eval"] = len(folder.eval_labels())
     return result
 
@@ -208,7 +214,7 @@ def _dev_lines(dev: dict[str, Any] | None) -> list[str]:
         return []
     lines = ["", f"## Final check on SemEval dev ({dev['n_eval']} tweets; the config fitted on SemEval train; chose nothing)", "",
              "One fit (fold seed of the config), so no spread.", "", "| model | macro-F1 | micro-F1 | Jaccard |", "|---|---|---|---|"]
-    rows = {"stack, thresholds for macro-F1": dev["macro_f1"]["stack"], "stack, thresholds for Jaccard": dev["jaccard"]["stack"]}
+    rows = {label: dev[key]["stack"] for key, label in DEV_LABELS.items() if key in dev}
     rows |= {f"member {n} alone": s for n, s in dev["macro_f1"]["members"].items()}
     for name, s in rows.items():
         lines.append(f"| {name} | {s['macro_f1']:.4f} | {s['micro_f1']:.4f} | {s['jaccard']:.4f} |")

@@ -73,7 +73,7 @@ def candidates(default: Any, features: tuple[str, ...] = LOGREG_FEATURES) -> tup
 def _optimizer(stack: Any) -> Any:
     from embedensemble.thresholds import ThresholdOptimizer
 
-    return ThresholdOptimizer("macro_f1", stack.threshold_step, stack.threshold_shrinkage, stack.threshold_prior_count)
+    return ThresholdOptimizer.from_stack(stack, "macro_f1")
 
 
 def nested_macro_f1(proba: np.ndarray, labels: np.ndarray, folds: np.ndarray, stack: Any) -> float:

@@ -127,7 +127,7 @@ def _quality_config_rows(qc: dict[str, Any] | None, int8: dict[str, Any] | None)
         rows.append([f"`quality` config stack ({len(qc['selection']['kept'])} members, {qc['selection']['stacker']}), macro-F1",
                      f"{best['macro_f1']['mean']:.3f} ± {best['macro_f1']['sd']:.3f}", where, "the other folds' OOF (nested)", chosen])
         jac = qc["stacks"][qc["jaccard_stack"]]
-        rows.append(["`quality` config, objective jaccard: Jaccard / micro-F1",
+        rows.append([f"`quality` config, objective jaccard ({qc['jaccard_stack'].split(', ')[-1]}): Jaccard / micro-F1",
                      f"{jac['jaccard']['mean']:.3f} / {jac['micro_f1']['mean']:.3f}", where, "the other folds' OOF (nested)", chosen])
         cost = qc.get("cost", {})
         added = qc.get("additions")
@@ -139,8 +139,11 @@ def _quality_config_rows(qc: dict[str, Any] | None, int8: dict[str, Any] | None)
                          ", ".join(gains), where, "the other folds' OOF (nested)", "[docs/quality.md](docs/quality.md)"])
         dev = qc.get("dev_check")
         if dev:
-            macro, jac = dev["macro_f1"]["stack"], dev["jaccard"]["stack"]
-            rows.append(["`quality` config stack, macro-F1; with Jaccard thresholds: Jaccard / micro-F1",
+            macro = dev["macro_f1"]["stack"]
+            jac_key = "jaccard_decoding" if "jaccard_decoding" in dev else "jaccard"
+            jac = dev[jac_key]["stack"]
+            how = "expected-Jaccard decoding" if jac_key == "jaccard_decoding" else "Jaccard thresholds"
+            rows.append([f"`quality` config stack, macro-F1; with {how}: Jaccard / micro-F1",
                          f"{macro['macro_f1']:.3f}; {jac['jaccard']:.3f} / {jac['micro_f1']:.3f}",
                          f"SemEval dev ({dev['n_eval']} tweets; fitted on SemEval train)", "stacker OOF of train",
                          "nothing: a final check ([docs/quality.md](docs/quality.md))"])

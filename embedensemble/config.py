@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .metrics import OBJECTIVES
+from .metrics import DECISIONS, OBJECTIVES
 
 MEMBER_KINDS = ("head", "pooled-finetune", "seqcls-finetune")  # built-in kinds; plugins may register more
 CV_MODES = ("kfold", "holdout")
@@ -113,7 +113,9 @@ class StackConfig:
     emotion) or ``"mean"`` (see :mod:`embedensemble.stacker`).
     Thresholds are searched on a grid of step ``threshold_step`` and shrunk toward 0.5 by
     ``threshold_shrinkage * (prior_count / (prior_count + n_positive))`` so rare emotions,
-    whose F1 curve is noisy, do not get an over-fitted threshold.
+    whose F1 curve is noisy, do not get an over-fitted threshold. ``decision`` says how 0/1 labels
+    are made: ``"thresholds"``, ``"expected_jaccard"`` (each tweet's label set of highest expected
+    Jaccard) or ``"auto"`` (the second for ``objective: jaccard``; see :mod:`embedensemble.thresholds`).
     """
 
     objective: str = "macro_f1"
@@ -125,6 +127,7 @@ class StackConfig:
     threshold_step: float = 0.02
     threshold_shrinkage: float = 1.0
     threshold_prior_count: float = 30.0
+    decision: str = "auto"
     members: list[str] | None = None
 
     def __post_init__(self) -> None:
@@ -134,6 +137,8 @@ class StackConfig:
             raise ConfigError(f"stack.meta_learner {self.meta_learner!r} is not one of ['logreg', 'lgbm', 'mean']")
         if self.meta_features not in ("all", "same_emotion"):
             raise ConfigError(f"stack.meta_features {self.meta_features!r} is not one of ['all', 'same_emotion']")
+        if self.decision not in DECISIONS:
+            raise ConfigError(f"stack.decision {self.decision!r} is not one of {list(DECISIONS)}")
         if not 0.0 < float(self.threshold_step) <= 0.5:
             raise ConfigError(f"stack.threshold_step must be in (0, 0.5], got {self.threshold_step!r}")
 

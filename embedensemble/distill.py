@@ -150,9 +150,7 @@ def _soft_labels(
 
 
 def _thresholds(stack: StackConfig, proba: np.ndarray, labels: np.ndarray) -> ThresholdOptimizer:
-    return ThresholdOptimizer(stack.objective, stack.threshold_step, stack.threshold_shrinkage, stack.threshold_prior_count).fit(
-        proba, labels
-    )
+    return ThresholdOptimizer.from_stack(stack).fit(proba, labels)
 
 
 def _crossfit_scores(stack: StackConfig, proba: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, Any]:

@@ -107,9 +107,21 @@ class EmotionEnsemble:
         return pd.DataFrame(proba, columns=list(EMOTIONS))
 
     def predict(self, texts: Sequence[str]) -> pd.DataFrame:
-        """0/1 per emotion, using the per-emotion thresholds chosen on out-of-fold predictions."""
+        """0/1 per emotion: the stacked probabilities through the decision rule chosen on out-of-fold
+        predictions (per-emotion thresholds, or expected-Jaccard decoding; see :attr:`decision`)."""
         proba = self.predict_proba(texts)
-        return pd.DataFrame(self.thresholds_.predict(proba.to_numpy()), columns=list(EMOTIONS))
+        return pd.DataFrame(self.decide(proba.to_numpy()), columns=list(EMOTIONS))
+
+    def decide(self, proba: np.ndarray) -> np.ndarray:
+        """0/1 [n, 11] from stacked probabilities [n, 11] (what :meth:`predict` does after :meth:`predict_proba`)."""
+        self._check_fitted()
+        return self.thresholds_.predict(np.asarray(proba))
+
+    @property
+    def decision(self) -> str:
+        """``"thresholds"`` or ``"expected_jaccard"``: how :meth:`decide` turns probabilities into labels."""
+        self._check_fitted()
+        return self.thresholds_.decision
 
     @property
     def member_names(self) -> list[str]:

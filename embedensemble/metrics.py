@@ -11,11 +11,23 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .labels import EMOTIONS, N_LABELS
 
 # The scores a threshold or a stacker can be chosen on (stack.objective, --objective): the one list.
 OBJECTIVES: tuple[str, ...] = ("macro_f1", "micro_f1", "jaccard")
+# How 0/1 predictions are made from probabilities. "auto": expected_jaccard for the Jaccard objective,
+# thresholds otherwise (Jaccard +0.008 over Jaccard-tuned thresholds on Kaggle train OOF: docs/quality.md).
+DECISIONS = ("auto", "thresholds", "expected_jaccard")
+
+
+def resolve_decision(decision: str, objective: str) -> str:
+    """``"auto"`` -> the decision rule used for ``objective``; anything else is checked and returned."""
+    if decision not in DECISIONS:
+        raise ConfigError(f"decision {decision!r} is not one of {list(DECISIONS)}")
+    if decision == "auto":
+        return "expected_jaccard" if objective == "jaccard" else "thresholds"
+    return decision
 
 
 def _as_binary(name: str, y: Any) -> np.ndarray:

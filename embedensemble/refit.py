@@ -35,7 +35,6 @@ from .fileio import load_array, save_array, write_json
 from .metrics import evaluate
 from .run_data import RunData, load_run_data
 from .run_folder import RunFolder, data_digest, fold_done_file, fold_prediction_file, read_fold_done
-from .thresholds import ThresholdOptimizer
 
 logger = get_logger(__name__)
 
@@ -148,7 +147,7 @@ def _compare(run: RunFolder, stacked: list[str], refitted: list[str], teacher: A
                 # Each member at its own thresholds tuned on its OOF, as the stack's metrics.json does.
                 oof = run.member_oof(name)
                 rows = np.isfinite(oof).all(axis=1)
-                own = ThresholdOptimizer(thresholds.objective, thresholds.step, thresholds.shrinkage, thresholds.prior_count)
+                own = thresholds.clone()
                 own.fit(oof[rows], labels[rows])
                 result["members"][name] = {
                     "eval_kfold": evaluate(y, own.predict(kfold[:, i])),

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._cli import add_verbosity, apply_verbosity, member_list, run_cli
-from .config import OBJECTIVES
+from .metrics import DECISIONS, OBJECTIVES
 from .errors import RunNotFoundError
 from .stacking import stack_and_print
 
@@ -20,6 +20,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--run", type=Path, required=True, help="run folder written by `python -m embedensemble.fit`")
     parser.add_argument("--objective", choices=OBJECTIVES, help="threshold objective (default: the config's, macro_f1)")
+    parser.add_argument(
+        "--decision",
+        choices=DECISIONS,
+        help="how labels are made from probabilities: per-emotion thresholds, or each tweet's expected-Jaccard-best "
+        "set (default: the config's stack.decision, 'auto': expected_jaccard for the jaccard objective)",
+    )
     parser.add_argument("--members", help="comma-separated subset of finished members to stack")
     parser.add_argument("--no-report", action="store_true", help="skip the plots and HTML report")
     parser.add_argument(
@@ -37,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.run.is_dir():
         raise RunNotFoundError(f"run folder {args.run} does not exist")
     members = member_list(args.members)
-    stack_and_print(args.run, args.objective, members, not args.no_report)
+    stack_and_print(args.run, args.objective, members, not args.no_report, args.decision)
     if args.refit_full:
         from .refit import main as refit_main
 

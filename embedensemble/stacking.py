@@ -72,13 +72,12 @@ def finished_members(run_dir: str | os.PathLike | RunFolder, config: EnsembleCon
     return run.finished_members([m.name for m in config.members], only)
 
 
-def _threshold_optimizer(config: EnsembleConfig, objective: str | None) -> ThresholdOptimizer:
-    stack = config.stack
-    return ThresholdOptimizer(objective or stack.objective, stack.threshold_step, stack.threshold_shrinkage, stack.threshold_prior_count)
+def _threshold_optimizer(config: EnsembleConfig, objective: str | None, decision: str | None = None) -> ThresholdOptimizer:
+    return ThresholdOptimizer.from_stack(config.stack, objective, decision)
 
 
-def fit_stack(run: RunFolder, *, objective: str | None = None, members: list[str] | None = None) -> StackFit:
-    """Fit the stacker and thresholds on the run's out-of-fold probabilities."""
+def fit_stack(run: RunFolder, *, objective: str | None = None, members: list[str] | None = None, decision: str | None = None) -> StackFit:
+    """Fit the stacker and thresholds on the run's out-of-fold probabilities (``objective``/``decision``: see ``stack.*``)."""
     run.require_config()
     # Members fitted under other library versions are stacked as they are, but the user is told (as on load).
     check_library_versions(run.run_info().get("versions"), run.run_file)
@@ -92,7 +91,7 @@ def fit_stack(run: RunFolder, *, objective: str | None = None, members: list[str
     stacker = Stacker(config.stack.meta_learner, config.stack.meta_C, config.seed, config.stack.meta_features)
     stack_oof_rows = stacker_oof(stacker, oof[rows], labels[rows], meta_folds)
     stacker.fit(oof[rows], labels[rows])
-    thresholds = _threshold_optimizer(config, objective).fit(stack_oof_rows, labels[rows])
+    thresholds = _threshold_optimizer(config, objective, decision).fit(stack_oof_rows, labels[rows])
     stack_oof = np.full(labels.shape, np.nan, dtype=np.float32)
     stack_oof[rows] = stack_oof_rows
     split_proba = {}
@@ -124,7 +123,7 @@ def nested_threshold_predictions(optimizer: ThresholdOptimizer, proba: np.ndarra
     predicted = np.zeros(labels.shape, dtype=np.int8)
     for k in np.unique(folds):
         inside = folds == k
-        fold_optimizer = ThresholdOptimizer(optimizer.objective, optimizer.step, optimizer.shrinkage, optimizer.prior_count, optimizer.smoothing)
+        fold_optimizer = optimizer.clone()
         fold_optimizer.fit(proba[~inside], labels[~inside])
         predicted[inside] = fold_optimizer.predict(proba[inside])
     return predicted
@@ -144,7 +143,7 @@ def score_stack(run: RunFolder, fit: StackFit) -> dict:
     for i, name in enumerate(fit.names):
         member_rows = np.flatnonzero(~np.isnan(fit.member_oof[:, i]).any(axis=1))
         proba, y = fit.member_oof[member_rows, i], labels[member_rows]
-        own = _threshold_optimizer(fit.config, fit.thresholds.objective).fit(proba, y)
+        own = fit.thresholds.clone().fit(proba, y)
         entry = {
             "oof": evaluate(y, nested_threshold_predictions(own, proba, y, _folds_of(member_rows, run, fit.config, labels))),
             "oof_thresholds_tuned_on_same_rows": evaluate(y, own.predict(proba)),
@@ -195,12 +194,13 @@ def stack_run(
     objective: str | None = None,
     members: list[str] | None = None,
     write_report: bool = True,
+    decision: str | None = None,
 ) -> EmotionEnsemble:
     """Fit the stacker and thresholds on out-of-fold probabilities; save ensemble, metrics, submission."""
     run = RunFolder(run_dir)
     run.require_config()
     with run_lock(run):
-        fit = fit_stack(run, objective=objective, members=members)
+        fit = fit_stack(run, objective=objective, members=members, decision=decision)
         metrics = score_stack(run, fit)
         ensemble = write_stack(run, fit, metrics, write_report=write_report)
     logger.info("stack OOF %s = %.4f (thresholds tuned on other folds)", fit.thresholds.objective, metrics["stack"]["oof"][fit.thresholds.objective])
@@ -238,7 +238,8 @@ def print_summary(run_dir: str | os.PathLike) -> None:
     print(f"ensemble:   {run.ensemble_dir}")
 
 
-def stack_and_print(run_dir: str | os.PathLike | Path, objective: str | None = None, members: list[str] | None = None, report: bool = True) -> None:
+def stack_and_print(run_dir: str | os.PathLike | Path, objective: str | None = None, members: list[str] | None = None, report: bool = True,
+                    decision: str | None = None) -> None:
     """``stack`` as the command line runs it: stack, then :func:`print_summary`."""
-    stack_run(run_dir, objective=objective, members=members, write_report=report)
+    stack_run(run_dir, objective=objective, members=members, write_report=report, decision=decision)
     print_summary(run_dir)

@@ -4,18 +4,27 @@ Guards against over-fitting rare emotions, whose F1-vs-threshold curve is jagged
 a coarse grid, a smoothed curve (moving average over neighbouring grid points), and
 shrinkage of each emotion's threshold toward the threshold that is best for all
 emotions pooled, weighted by ``prior_count / (prior_count + n_positives)``.
+
+``decision="expected_jaccard"`` (the default for the Jaccard objective, see ``metrics.DECISIONS``) replaces the
+thresholds at prediction time by each tweet's label set of highest expected Jaccard
+(:mod:`embedensemble.jaccard_decoding`); the thresholds are still fitted and saved, for reports.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import ConfigError
 from .fileio import read_json, write_json
 from .labels import EMOTIONS, N_LABELS
-from .metrics import OBJECTIVES, f1_threshold_curve, objective_score
+from .metrics import OBJECTIVES, f1_threshold_curve, objective_score, resolve_decision
+
+if TYPE_CHECKING:
+    from .config import StackConfig
+
 
 
 def _smooth(curve: np.ndarray, width: int) -> np.ndarray:
@@ -35,14 +44,33 @@ class ThresholdOptimizer:
         shrinkage: float = 1.0,
         prior_count: float = 30.0,
         smoothing: int = 1,
+        decision: str = "auto",
+        temperature: float = 1.0,
     ) -> None:
         if objective not in OBJECTIVES:
             raise ConfigError(f"objective {objective!r} is not one of {list(OBJECTIVES)}")
+        if not temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {temperature!r}")
         self.objective = objective
         self.step = step
         self.shrinkage = shrinkage
         self.prior_count = prior_count
         self.smoothing = smoothing
+        self.decision = resolve_decision(decision, objective)
+        self.temperature = temperature
+
+    @classmethod
+    def from_stack(cls, stack: StackConfig, objective: str | None = None, decision: str | None = None) -> ThresholdOptimizer:
+        """The unfitted optimizer a config's ``stack`` section describes (``objective``, ``decision`` override its own).
+
+        Another objective than the config's gets that objective's own rule unless ``decision`` is given."""
+        objective = objective or stack.objective
+        decision = decision or (stack.decision if objective == stack.objective else "auto")
+        return cls(objective, stack.threshold_step, stack.threshold_shrinkage, stack.threshold_prior_count, decision=decision)
+
+    def clone(self) -> ThresholdOptimizer:
+        """An unfitted optimizer with the same parameters."""
+        return ThresholdOptimizer(self.objective, self.step, self.shrinkage, self.prior_count, self.smoothing, self.decision, self.temperature)
 
     @property
     def grid(self) -> np.ndarray:
@@ -76,13 +104,18 @@ class ThresholdOptimizer:
         return thresholds
 
     def predict(self, proba: np.ndarray) -> np.ndarray:
+        if self.decision == "expected_jaccard":
+            from .jaccard_decoding import decode_expected_jaccard
+
+            return decode_expected_jaccard(proba, self.temperature)
         return (np.asarray(proba) >= self.thresholds_).astype(np.int8)
 
     def to_dict(self) -> dict:
         return {
             "objective": self.objective,
             "thresholds": dict(zip(EMOTIONS, map(float, self.thresholds_))),
-            "params": {"step": self.step, "shrinkage": self.shrinkage, "prior_count": self.prior_count, "smoothing": self.smoothing},
+            "params": {"step": self.step, "shrinkage": self.shrinkage, "prior_count": self.prior_count, "smoothing": self.smoothing,
+                       "decision": self.decision, "temperature": self.temperature},
         }
 
     def save(self, path: str | Path) -> None:
@@ -91,6 +124,7 @@ class ThresholdOptimizer:
     @classmethod
     def load(cls, path: str | Path) -> ThresholdOptimizer:
         data = read_json(path)
-        optimizer = cls(data["objective"], **data["params"])
+        # Files saved before ``decision`` existed always thresholded.
+        optimizer = cls(data["objective"], **{"decision": "thresholds", **data["params"]})
         optimizer.thresholds_ = np.array([data["thresholds"][e] for e in EMOTIONS])
         return optimizer

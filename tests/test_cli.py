@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from embedensemble import EmotionEnsemble
@@ -60,6 +61,16 @@ def test_fit_then_stack_on_kaggle_fixture(tmp_path, tiny_config):
         assert key in metrics["stack"]["oof"]
     ensemble = EmotionEnsemble.load(run / "ensemble")
     assert ensemble.predict(["so happy and cheerful"]).shape == (1, 11)
+
+    # objective jaccard: the submission is each test tweet's expected-Jaccard-best set of the stacked probabilities.
+    from embedensemble.jaccard_decoding import decode_expected_jaccard
+
+    cli("embedensemble.stack", "--run", str(run), "--objective", "jaccard", "--no-report", "-q")
+    decoded = decode_expected_jaccard(np.load(run / "stack_test.npy"))
+    assert [[int(v) for v in line.split(",")[1:]] for line in (run / "submission.csv").read_text().splitlines()[1:]] == decoded.tolist()
+    assert EmotionEnsemble.load(run / "ensemble").decision == "expected_jaccard"
+    cli("embedensemble.stack", "--run", str(run), "--objective", "jaccard", "--decision", "thresholds", "--no-report", "-q")
+    assert EmotionEnsemble.load(run / "ensemble").decision == "thresholds"
 
 
 def test_semeval_fixture_uses_dev_as_eval_and_env_var(tmp_path, tiny_config):

@@ -77,13 +77,15 @@ def test_thresholds_maximise_f1_and_shrink_rare_labels():
 
 @pytest.mark.parametrize("objective", ["micro_f1", "jaccard"])
 def test_other_objectives_do_not_lose_to_macro_thresholds(objective):
+    # The threshold search itself (the Jaccard objective's default decision decodes per tweet instead,
+    # which only pays on calibrated probabilities: tests/test_jaccard_decoding.py).
     from embedensemble.metrics import objective_score
 
     rng = np.random.default_rng(1)
     labels = (rng.random((500, 11)) < 0.25).astype(int)
     proba = np.clip(labels * 0.3 + rng.random((500, 11)) * 0.7, 0, 1)
     macro = ThresholdOptimizer("macro_f1", shrinkage=0).fit(proba, labels)
-    other = ThresholdOptimizer(objective, shrinkage=0).fit(proba, labels)
+    other = ThresholdOptimizer(objective, shrinkage=0, decision="thresholds").fit(proba, labels)
     assert objective_score(objective, labels, other.predict(proba)) >= objective_score(objective, labels, macro.predict(proba)) - 1e-9
 
 

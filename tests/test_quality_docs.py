@@ -18,7 +18,7 @@ class FakeScorer:
     def __init__(self, values: dict[str, float], wobble: tuple[float, ...] = (0.0, 0.001, -0.001)) -> None:
         self.values, self.wobble = values, wobble
 
-    def stack(self, members: list[str], stacker: str = "logreg", objective: str = "macro_f1") -> list[dict[str, float]]:
+    def stack(self, members: list[str], stacker: str = "logreg", objective: str = "macro_f1", decision: str = "auto") -> list[dict[str, float]]:
         score = 0.5 + sum(self.values[m] for m in members)
         return [{"macro_f1": score + w, "micro_f1": score, "jaccard": score} for w in self.wobble]
 
@@ -71,6 +71,7 @@ def test_dev_check_scores_the_stack_on_dev_for_each_objective_and_renders(tmp_pa
     from embedensemble.data import load_dataset
     from embedensemble.fileio import read_json
     from embedensemble.metrics import evaluate
+    from embedensemble.stacking import stack_and_print
     from embedensemble.training import fit_ensemble
 
     config = EnsembleConfig(name="dev-check", members=[MemberConfig(name="tfidf-logreg", features="tfidf", head="logreg")],
@@ -84,9 +85,16 @@ def test_dev_check_scores_the_stack_on_dev_for_each_objective_and_renders(tmp_pa
     expected = evaluate(splits.eval.labels, ensemble.predict(splits.eval.texts).to_numpy())
     assert dev["macro_f1"]["stack"] == quality.nested_scores_row(expected)
     assert dev["macro_f1"]["stack"]["macro_f1"] == round(read_json(tmp_path / "run" / "metrics.json")["stack"]["eval"]["macro_f1"], 4)
-    assert set(dev["jaccard"]["members"]) == {"tfidf-logreg"}
+    assert set(dev["jaccard_decoding"]["members"]) == {"tfidf-logreg"}
+    # The two Jaccard rules: thresholds as the stack CLI's --decision thresholds, decoding as its default.
+    for key, decision in (("jaccard_thresholds", "thresholds"), ("jaccard_decoding", "expected_jaccard")):
+        stack_and_print(tmp_path / "run", "jaccard", None, False, decision)
+        scored = read_json(tmp_path / "run" / "metrics.json")["stack"]["eval"]
+        assert dev[key]["stack"] == quality.nested_scores_row(scored)
+        assert read_json(tmp_path / "run" / "thresholds.json")["params"]["decision"] == decision
     lines = "\n".join(quality._dev_lines(dev))
-    assert "| stack, thresholds for Jaccard |" in lines and f"{dev['jaccard']['stack']['jaccard']:.4f}" in lines
+    assert "| stack, thresholds for Jaccard |" in lines and f"{dev['jaccard_thresholds']['stack']['jaccard']:.4f}" in lines
+    assert "| stack, expected-Jaccard decoding |" in lines
 
     kaggle = load_dataset(write_kaggle(tmp_path / "k", n_train=90, n_test=10))  # no labelled dev split
     fit_ensemble(config, kaggle.train, run_dir=tmp_path / "no-dev", test=kaggle.test)

@@ -131,3 +131,16 @@ def test_the_http_benchmark_helper_serves_an_ensemble_in_a_child_process(ensembl
         both = predict(["so happy today", "this is awful"])
     assert [r["text"] for r in both["results"]] == ["so happy today", "this is awful"]
     assert one["results"][0] == both["results"][0]
+
+
+def test_labels_follow_the_ensembles_decision_rule(ensemble_dir):
+    from embedensemble.jaccard_decoding import decode_expected_jaccard
+
+    decoding = EmotionEnsemble.load(ensemble_dir, use_cache=False)
+    decoding.thresholds_.decision = "expected_jaccard"  # as an ensemble stacked for objective jaccard
+    client = TestClient(create_app(decoding))
+    results = client.post("/predict", json={"texts": TWEETS}).json()["results"]
+    expected = decode_expected_jaccard(decoding.predict_proba(TWEETS).to_numpy())
+    assert np.array_equal(decoding.predict(TWEETS).to_numpy(), expected)
+    assert [r["labels"] for r in results] == [[e for j, e in enumerate(EMOTIONS) if row[j]] for row in expected]
+    assert client.get("/health").json()["decision"] == "expected_jaccard"

@@ -103,13 +103,14 @@ def create_app(
     def score(texts: list[str]) -> list[dict]:
         with lock:
             proba = ensemble.predict_proba(texts).to_numpy()
+        decided = ensemble.decide(proba) if len(proba) else proba
         return [
             {
                 "text": text,
-                "labels": [e for j, e in enumerate(EMOTIONS) if row[j] >= thresholds[e]],
+                "labels": [e for j, e in enumerate(EMOTIONS) if chosen[j]],
                 "probabilities": {e: round(float(row[j]), 6) for j, e in enumerate(EMOTIONS)},
             }
-            for text, row in zip(texts, proba)
+            for text, row, chosen in zip(texts, proba, decided)
         ]
 
     if warmup:
@@ -131,6 +132,7 @@ def create_app(
             "members": list(getattr(ensemble, "member_names", [])),
             "labels": list(EMOTIONS),
             "thresholds": thresholds,
+            "decision": ensemble.decision,
             "limits": {"max_batch": max_batch, "max_chars": max_chars},
         }
 
