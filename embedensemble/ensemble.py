@@ -129,6 +129,7 @@ class EmotionEnsemble:
 
     @property
     def thresholds(self) -> dict[str, float]:
+        """Per-emotion thresholds tuned on OOF (what :meth:`decide` uses when :attr:`decision` is ``"thresholds"``)."""
         self._check_fitted()
         return dict(zip(EMOTIONS, map(float, self.thresholds_.thresholds_)))
 

@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from .config import StackConfig
 
 
-
 def _smooth(curve: np.ndarray, width: int) -> np.ndarray:
     if width <= 0:
         return curve
@@ -45,19 +44,15 @@ class ThresholdOptimizer:
         prior_count: float = 30.0,
         smoothing: int = 1,
         decision: str = "auto",
-        temperature: float = 1.0,
     ) -> None:
         if objective not in OBJECTIVES:
             raise ConfigError(f"objective {objective!r} is not one of {list(OBJECTIVES)}")
-        if not temperature > 0:
-            raise ConfigError(f"temperature must be > 0, got {temperature!r}")
         self.objective = objective
         self.step = step
         self.shrinkage = shrinkage
         self.prior_count = prior_count
         self.smoothing = smoothing
         self.decision = resolve_decision(decision, objective)
-        self.temperature = temperature
 
     @classmethod
     def from_stack(cls, stack: StackConfig, objective: str | None = None, decision: str | None = None) -> ThresholdOptimizer:
@@ -70,7 +65,7 @@ class ThresholdOptimizer:
 
     def clone(self) -> ThresholdOptimizer:
         """An unfitted optimizer with the same parameters."""
-        return ThresholdOptimizer(self.objective, self.step, self.shrinkage, self.prior_count, self.smoothing, self.decision, self.temperature)
+        return ThresholdOptimizer(self.objective, self.step, self.shrinkage, self.prior_count, self.smoothing, self.decision)
 
     @property
     def grid(self) -> np.ndarray:
@@ -107,7 +102,7 @@ class ThresholdOptimizer:
         if self.decision == "expected_jaccard":
             from .jaccard_decoding import decode_expected_jaccard
 
-            return decode_expected_jaccard(proba, self.temperature)
+            return decode_expected_jaccard(proba)
         return (np.asarray(proba) >= self.thresholds_).astype(np.int8)
 
     def to_dict(self) -> dict:
@@ -115,7 +110,7 @@ class ThresholdOptimizer:
             "objective": self.objective,
             "thresholds": dict(zip(EMOTIONS, map(float, self.thresholds_))),
             "params": {"step": self.step, "shrinkage": self.shrinkage, "prior_count": self.prior_count, "smoothing": self.smoothing,
-                       "decision": self.decision, "temperature": self.temperature},
+                       "decision": self.decision},
         }
 
     def save(self, path: str | Path) -> None:
