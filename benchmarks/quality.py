@@ -3,6 +3,7 @@
     python -m benchmarks.quality --run artifacts/quality --time-file fit-time.txt [--meta-seeds 0,1,2]
     python -m benchmarks.quality --render      # docs/quality.md from benchmarks/results/quality_config.json
     python -m benchmarks.quality --dev-run artifacts/quality-semeval --dev-only   # add the dev final check
+    python -m benchmarks.quality --candidates-run artifacts/quality-candidates --dev-only   # add the rejected candidates
 
 Input: one run folder of ``experiments/quality.json`` fitted cold on the Kaggle folder (``/usr/bin/time -v``
 output in ``--time-file`` gives the cold wall time and peak memory). Every score is nested (thresholds
@@ -16,6 +17,8 @@ tuned on the other meta-folds' rows), on train rows that are not SemEval dev twe
   macro-F1 on average and in every meta seed on the kept members.
 * the ``objective: jaccard`` variant: the kept members and stacker with thresholds tuned for Jaccard.
 
+``--candidates-run``: a run of ``experiments/quality-candidates.json`` (the kept members plus candidates, same
+folds): each candidate's gain when added alone; it joins only under the drop rule's threshold.
 ``--dev-run``: the same config fitted on SemEval train (``--data semeval2018-ec``) is stacked for each
 objective and scored once on SemEval dev, a final check that chooses nothing.
 """
@@ -157,6 +160,33 @@ def additions(scorer: Scorer, default_members: list[str]) -> dict[str, Any]:
     return {"baseline": _summary(base), "rows": rows}
 
 
+def _describe(member: dict[str, Any]) -> str:
+    what = member.get("features") or member.get("backbone") or "?"
+    normalised = ", normalised tweets" if (member.get("params") or {}).get("normalise") else ""
+    return f"{member.get('kind', 'head')}: {what}" + (f" + {member['head']}" if member.get("head") else "") + normalised
+
+
+def candidates(run: Path, meta_seeds: list[int], held_out: Path | None, kept: list[str]) -> dict[str, Any]:
+    """Members of ``run`` outside ``kept``, each added alone to the kept members' stack: gains per meta seed
+    for macro-F1 (thresholds) and for Jaccard (expected-Jaccard decoding). The same join rule as the drop rule."""
+    from embedensemble.fileio import read_json
+
+    scorer = Scorer(run, meta_seeds, held_out)
+    missing = sorted(set(kept) - set(scorer.names))
+    if missing:
+        raise SystemExit(f"{run}: the candidates run lacks the kept members {missing}")
+    configs = {m["name"]: m for m in read_json(run / "config.json")["members"]}
+    base, base_jaccard = scorer.stack(kept), scorer.stack(kept, objective="jaccard", decision="expected_jaccard")
+    rows = {}
+    for name in (n for n in scorer.names if n not in kept):
+        macro = _gains(scorer.stack(kept + [name]), base)
+        jaccard = [round(b["jaccard"] - a["jaccard"], 4) for a, b in
+                   zip(base_jaccard, scorer.stack(kept + [name], objective="jaccard", decision="expected_jaccard"))]
+        rows[name] = {"what": _describe(configs[name]), "alone": nested_scores_row(scorer.member(name)),
+                      "macro_f1_gains": [round(g, 4) for g in macro], "jaccard_gains": jaccard, "joins": _passes(macro)}
+    return {"run": str(run), "baseline": _summary(base), "rows": rows, "created": now_iso()}
+
+
 def measure(run: Path, meta_seeds: list[int], held_out: Path | None, time_file: Path | None) -> dict[str, Any]:
     from embedensemble.fileio import read_json
 
@@ -241,6 +271,7 @@ def render(result: dict[str, Any]) -> str:
     for name, s in result["stacks"].items():
         lines.append(" | ".join([f"| {name}"] + [f"{s[m]['mean']:.4f} ± {s[m]['sd']:.4f}" for m in METRICS]) + " |")
     lines += _additions_table(result)
+    lines += _candidates_table(result.get("candidates"), sel["rule_min_gain"])
     lines += _dev_lines(result.get("dev_check"))
     rule = f"drop a member only if that gains >= {sel['rule_min_gain']} macro-F1 on average and in every meta seed"
     lines += ["", f"## Selection (rule fixed before looking: {rule})", ""]
@@ -288,6 +319,21 @@ def _additions_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _candidates_table(found: dict[str, Any] | None, min_gain: float) -> list[str]:
+    if not found:
+        return []
+    base = found["baseline"]["macro_f1"]["mean"]
+    lines = ["", "## Tried and not kept: each candidate added alone to the kept members' stack", "",
+             (f"Run `{found['run']}`: the quality run's members plus the candidates, cross-fitted on the same folds; the kept "
+              f"members' stack scores {base:.4f} there. A candidate joins only if it gains >= {min_gain} macro-F1 on average "
+              "and in every meta seed. Jaccard: with expected-Jaccard decoding. Spread: sd over meta seeds."), "",
+             "| candidate | what | alone macro-F1 | stack macro-F1 gain | stack Jaccard gain | joins |", "|---|---|---|---|---|---|"]
+    for name, row in found["rows"].items():
+        cells = [f"{np.mean(row[k]):+.4f} ± {np.std(row[k], ddof=1) if len(row[k]) > 1 else 0.0:.4f}" for k in ("macro_f1_gains", "jaccard_gains")]
+        lines.append(f"| {name} | {row['what']} | {row['alone']['macro_f1']:.4f} | {cells[0]} | {cells[1]} | {'yes' if row['joins'] else 'no'} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", type=Path, default=ROOT / "artifacts" / "quality")
@@ -298,13 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--render", action="store_true")
     parser.add_argument("--dev-run", type=Path, help="the config fitted on SemEval train: scored once on dev (final check)")
-    parser.add_argument("--dev-only", action="store_true", help="with --dev-run: keep the OOF results, (re)score the dev check")
+    parser.add_argument("--dev-only", action="store_true", help="keep the OOF results; (re)score only --dev-run / --candidates-run")
+    parser.add_argument("--candidates-run", type=Path, help="a run with the kept members plus candidates: each candidate's gain")
     args = parser.parse_args(argv)
     setup_logging(False)
     from embedensemble.fileio import read_json, write_json
 
-    if args.dev_only and not args.dev_run:
-        parser.error("--dev-only needs --dev-run")
+    if args.dev_only and not (args.dev_run or args.candidates_run):
+        parser.error("--dev-only needs --dev-run or --candidates-run")
     if not args.render:
         if args.dev_only:
             result = read_json(args.out)
@@ -314,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
             result.update({"created": now_iso(), "machine": machine_info()})
         if args.dev_run:
             result["dev_check"] = dev_check(args.dev_run) | {"created": now_iso()}
+        if args.candidates_run:
+            held_out = args.held_out if str(args.held_out) else None
+            result["candidates"] = candidates(args.candidates_run, result["meta_seeds"], held_out, result["selection"]["kept"])
         write_json(args.out, result)
     args.doc.write_text(render(read_json(args.out)), encoding="utf-8")
     logger.info("wrote %s", args.doc)

@@ -100,3 +100,29 @@ def test_dev_check_scores_the_stack_on_dev_for_each_objective_and_renders(tmp_pa
     fit_ensemble(config, kaggle.train, run_dir=tmp_path / "no-dev", test=kaggle.test)
     with pytest.raises(SystemExit, match="no labelled eval split"):
         quality.dev_check(tmp_path / "no-dev")
+
+
+def test_candidates_are_each_added_alone_to_the_kept_stack_and_rendered(tmp_path) -> None:
+    from synthetic import write_kaggle
+
+    from embedensemble import EnsembleConfig
+    from embedensemble.config import CVConfig, MemberConfig
+    from embedensemble.data import load_dataset
+    from embedensemble.training import fit_ensemble
+
+    members = [MemberConfig(name="tfidf-logreg", features="tfidf", head="logreg"),
+               MemberConfig(name="tfidf-ridge", features="tfidf", head="ridge", params={"normalise": True})]
+    splits = load_dataset(write_kaggle(tmp_path / "k", n_train=150, n_test=10))
+    fit_ensemble(EnsembleConfig(name="cand", members=members, cv=CVConfig(n_folds=3)), splits.train, run_dir=tmp_path / "run")
+
+    found = quality.candidates(tmp_path / "run", [0, 1], None, ["tfidf-logreg"])
+    scorer = quality.Scorer(tmp_path / "run", [0, 1], None)
+    row = found["rows"]["tfidf-ridge"]
+    assert set(found["rows"]) == {"tfidf-ridge"} and row["what"] == "head: tfidf + ridge, normalised tweets"
+    assert row["macro_f1_gains"] == [round(g, 4) for g in quality._gains(scorer.stack(["tfidf-logreg", "tfidf-ridge"]),
+                                                                           scorer.stack(["tfidf-logreg"]))]
+    assert row["joins"] == quality._passes(row["macro_f1_gains"])
+    lines = "\n".join(quality._candidates_table(found, 0.003))
+    assert f"| tfidf-ridge | head: tfidf + ridge, normalised tweets | {row['alone']['macro_f1']:.4f} |" in lines
+    with pytest.raises(SystemExit, match="lacks the kept members"):
+        quality.candidates(tmp_path / "run", [0], None, ["mpnet-ft-top3"])
