@@ -22,7 +22,7 @@ from .labels import N_LABELS
 # Every gold label set as a 0/1 row: [2^11, 11] (bit j of the row index is emotion j).
 _GOLD_SETS = ((np.arange(2**N_LABELS)[:, None] >> np.arange(N_LABELS)) & 1).astype(np.float64)
 _EPS = 1e-6
-_CHUNK = 256  # tweets per vectorised block: [2048, 256, 12] float64 is 48 MB
+_CHUNK = 256  # tweets per vectorised block: [256, 12, 2048] float64 is 48 MB
 
 
 def _top_k_sets(proba: np.ndarray) -> np.ndarray:

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ._cli import add_verbosity, apply_verbosity, member_list, run_cli
-from .metrics import DECISIONS, OBJECTIVES
 from .errors import RunNotFoundError
+from .metrics import DECISIONS, OBJECTIVES
 from .stacking import stack_and_print
 
 

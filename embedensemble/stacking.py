@@ -72,10 +72,6 @@ def finished_members(run_dir: str | os.PathLike | RunFolder, config: EnsembleCon
     return run.finished_members([m.name for m in config.members], only)
 
 
-def _threshold_optimizer(config: EnsembleConfig, objective: str | None, decision: str | None = None) -> ThresholdOptimizer:
-    return ThresholdOptimizer.from_stack(config.stack, objective, decision)
-
-
 def fit_stack(run: RunFolder, *, objective: str | None = None, members: list[str] | None = None, decision: str | None = None) -> StackFit:
     """Fit the stacker and thresholds on the run's out-of-fold probabilities (``objective``/``decision``: see ``stack.*``)."""
     run.require_config()
@@ -91,7 +87,7 @@ def fit_stack(run: RunFolder, *, objective: str | None = None, members: list[str
     stacker = Stacker(config.stack.meta_learner, config.stack.meta_C, config.seed, config.stack.meta_features)
     stack_oof_rows = stacker_oof(stacker, oof[rows], labels[rows], meta_folds)
     stacker.fit(oof[rows], labels[rows])
-    thresholds = _threshold_optimizer(config, objective, decision).fit(stack_oof_rows, labels[rows])
+    thresholds = ThresholdOptimizer.from_stack(config.stack, objective, decision).fit(stack_oof_rows, labels[rows])
     stack_oof = np.full(labels.shape, np.nan, dtype=np.float32)
     stack_oof[rows] = stack_oof_rows
     split_proba = {}
