@@ -15,7 +15,8 @@ tuned on the other meta-folds' rows), on train rows that are not SemEval dev twe
   repeat. The same test, started from ``experiments/finetune-cpu.json``'s members, re-selects that set.
 * stacker: LightGBM over all logits replaces per-emotion logistic regression only if it gains >= 0.003
   macro-F1 on average and in every meta seed on the kept members.
-* the ``objective: jaccard`` variant: the kept members and stacker with thresholds tuned for Jaccard.
+* the ``objective: jaccard`` variant: the kept members and stacker with expected-Jaccard decoding (its default
+  decision), shown beside thresholds tuned for Jaccard.
 
 ``--candidates-run``: a run of ``experiments/quality-candidates.json`` (the kept members plus candidates, same
 folds): each candidate's gain when added alone; it joins only under the drop rule's threshold.
@@ -85,8 +86,8 @@ def _mean(scores: list[dict[str, Any]], metric: str = "macro_f1") -> float:
     return float(np.mean([s[metric] for s in scores]))
 
 
-def _gains(better: list[dict[str, Any]], base: list[dict[str, Any]]) -> list[float]:
-    return [b["macro_f1"] - a["macro_f1"] for b, a in zip(better, base)]
+def _gains(better: list[dict[str, Any]], base: list[dict[str, Any]], metric: str = "macro_f1") -> list[float]:
+    return [b[metric] - a[metric] for b, a in zip(better, base)]
 
 
 def _passes(gains: list[float]) -> bool:
@@ -180,10 +181,10 @@ def candidates(run: Path, meta_seeds: list[int], held_out: Path | None, kept: li
     rows = {}
     for name in (n for n in scorer.names if n not in kept):
         macro = _gains(scorer.stack(kept + [name]), base)
-        jaccard = [round(b["jaccard"] - a["jaccard"], 4) for a, b in
-                   zip(base_jaccard, scorer.stack(kept + [name], objective="jaccard", decision="expected_jaccard"))]
+        jaccard = _gains(scorer.stack(kept + [name], objective="jaccard", decision="expected_jaccard"), base_jaccard, "jaccard")
         rows[name] = {"what": _describe(configs[name]), "alone": nested_scores_row(scorer.member(name)),
-                      "macro_f1_gains": [round(g, 4) for g in macro], "jaccard_gains": jaccard, "joins": _passes(macro)}
+                      "macro_f1_gains": [round(g, 4) for g in macro], "jaccard_gains": [round(g, 4) for g in jaccard],
+                      "joins": _passes(macro)}
     return {"run": str(run), "baseline": _summary(base), "rows": rows, "created": now_iso()}
 
 
