@@ -139,11 +139,8 @@ def _quality_config_rows(qc: dict[str, Any] | None, int8: dict[str, Any] | None)
                          ", ".join(gains), where, "the other folds' OOF (nested)", "[docs/quality.md](docs/quality.md)"])
         dev = qc.get("dev_check")
         if dev:
-            macro = dev["macro_f1"]["stack"]
-            jac_key = "jaccard_decoding" if "jaccard_decoding" in dev else "jaccard"
-            jac = dev[jac_key]["stack"]
-            how = "expected-Jaccard decoding" if jac_key == "jaccard_decoding" else "Jaccard thresholds"
-            rows.append([f"`quality` config stack, macro-F1; with {how}: Jaccard / micro-F1",
+            macro, jac = dev["macro_f1"]["stack"], dev["jaccard_decoding"]["stack"]
+            rows.append(["`quality` config stack, macro-F1; with expected-Jaccard decoding: Jaccard / micro-F1",
                          f"{macro['macro_f1']:.3f}; {jac['jaccard']:.3f} / {jac['micro_f1']:.3f}",
                          f"SemEval dev ({dev['n_eval']} tweets; fitted on SemEval train)", "stacker OOF of train",
                          "nothing: a final check ([docs/quality.md](docs/quality.md))"])

@@ -103,7 +103,7 @@ def create_app(
     def score(texts: list[str]) -> list[dict]:
         with lock:
             proba = ensemble.predict_proba(texts).to_numpy()
-        decided = ensemble.decide(proba) if len(proba) else proba
+        decided = ensemble.decide(proba)
         return [
             {
                 "text": text,
