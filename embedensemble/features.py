@@ -184,6 +184,7 @@ class EmbeddingFeatures:
         batch_size: int = 64,
         normalise: bool = False,
         precision: str = "fp32",
+        backbone_options: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(backbone, str) or not backbone:
             raise ConfigError(f"features backbone must be a non-empty string, got {backbone!r}")
@@ -195,6 +196,7 @@ class EmbeddingFeatures:
         self.batch_size = batch_size
         self.normalise = normalise  # embed embedensemble.normalise's view of each text
         self.precision = precision  # "int8": the backbone runs as an int8 ONNX export (Encoder precision)
+        self.backbone_options = dict(backbone_options or {})  # BackboneSpec overrides, e.g. hidden_layer
         self._encoder: Any = None
         self._cache: Any = None
         self._last: tuple[str, np.ndarray] | None = None
@@ -202,10 +204,10 @@ class EmbeddingFeatures:
     @property
     def encoder(self) -> Any:
         if self._encoder is None:
-            from .backbones import Encoder
+            from .backbones import Encoder, get_backbone_spec
 
             self._encoder = Encoder(
-                self.backbone,
+                get_backbone_spec(self.backbone, **self.backbone_options),
                 device=self.device,
                 batch_size=self.batch_size,
                 show_progress_bar=self.show_progress_bar,
@@ -257,7 +259,11 @@ def _normalised(texts: Sequence[str]) -> list[str]:
     return normalise_texts(texts)
 
 def shared_embedding_features(
-    name: str, context: MemberContext, normalise: bool = False, precision: str = "fp32"
+    name: str,
+    context: MemberContext,
+    normalise: bool = False,
+    precision: str = "fp32",
+    backbone_options: dict[str, Any] | None = None,
 ) -> EmbeddingFeatures:
     """One :class:`EmbeddingFeatures` per backbone and settings in ``context``'s resource pool, shared by
     every fold model that holds it: the encoder's weights load once and a batch is embedded once per call."""
@@ -271,18 +277,26 @@ def shared_embedding_features(
             device=context.device,
             normalise=normalise,
             precision=precision,
+            backbone_options=backbone_options,
         )
 
-    key = ("embedding-features", name, *context.settings_key(), normalise, precision)
+    options = tuple(sorted((k, repr(v)) for k, v in (backbone_options or {}).items()))
+    key = ("embedding-features", name, *context.settings_key(), normalise, precision, options)
     return context.resources.shared(key, make)
 
 
 def make_features(
-    name: str, context: MemberContext | None = None, normalise: bool = False, precision: str = "fp32"
+    name: str,
+    context: MemberContext | None = None,
+    normalise: bool = False,
+    precision: str = "fp32",
+    backbone_options: dict[str, Any] | None = None,
 ) -> FeatureSource:
     """``"tfidf"`` -> :class:`TfidfFeatures`; anything else names a backbone -> :class:`EmbeddingFeatures`.
     ``normalise``: the source reads :func:`embedensemble.normalise.normalise_tweet`'s view of each text;
-    ``precision``: ``"int8"`` runs an encoder backbone as an int8 ONNX export (not for TF-IDF)."""
+    ``precision``: ``"bf16"`` (autocast) or ``"int8"`` (encoders: an int8 ONNX export), not for TF-IDF;
+    ``backbone_options``: :class:`~embedensemble.backbones.BackboneSpec` overrides (e.g. ``hidden_layer``,
+    ``pooling``), checked now."""
     if not isinstance(name, str) or not name:
         raise ConfigError(f"features must be 'tfidf' or a backbone name, got {name!r}")
     if not isinstance(normalise, bool):
@@ -291,12 +305,18 @@ def make_features(
         from .normalise import normalise_tweet
 
         normalise_tweet("")  # a missing optional package fails now, before any fold trains
-    if precision not in ("fp32", "int8"):
-        raise ConfigError(f"precision must be 'fp32' or 'int8', got {precision!r}")
+    if precision not in ("fp32", "bf16", "int8"):
+        raise ConfigError(f"precision must be 'fp32', 'bf16' or 'int8', got {precision!r}")
+    if backbone_options is not None and not isinstance(backbone_options, dict):
+        raise ConfigError(f"backbone_options must be an object, got {type(backbone_options).__name__}")
     if name == TFIDF:
-        if precision != "fp32":
-            raise ConfigError("precision 'int8' applies to embedding backbones, not to tfidf features")
+        if precision != "fp32" or backbone_options:
+            raise ConfigError("precision and backbone_options apply to embedding backbones, not to tfidf features")
         return TfidfFeatures(normalise=normalise)
+    if backbone_options:
+        from .backbones import get_backbone_spec
+
+        get_backbone_spec(name, **backbone_options)  # a bad option fails before any fold trains
     if context is None:
-        return EmbeddingFeatures(name, normalise=normalise, precision=precision)
-    return shared_embedding_features(name, context, normalise, precision)
+        return EmbeddingFeatures(name, normalise=normalise, precision=precision, backbone_options=backbone_options)
+    return shared_embedding_features(name, context, normalise, precision, backbone_options)

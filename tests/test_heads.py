@@ -167,3 +167,29 @@ def test_input_errors(data, fitted):
 def test_load_refuses_a_folder_without_head_json(tmp_path):
     with pytest.raises(ArtifactError, match="head.json"):
         load_head(tmp_path)
+
+
+def test_standardized_logreg_is_scaler_plus_logreg_in_one_linear_model(data, tmp_path):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    Xtr, Ytr, Xte, _ = data
+    # dimensions whose scales differ by orders of magnitude, as a decoder's hidden states do
+    spread = np.logspace(-2, 3, Xtr.shape[1]).astype(np.float32)
+    Xtr, Xte = Xtr * spread + 5.0, Xte * spread + 5.0
+    head = make_head("logreg", C=0.05, standardize=True).fit(Xtr, Ytr)
+    scaler = StandardScaler().fit(Xtr)
+    expected = np.stack(
+        [LogisticRegression(C=0.05, solver="newton-cg").fit(scaler.transform(Xtr), Ytr[:, j]).predict_proba(scaler.transform(Xte))[:, 1]
+         for j in range(N_LABELS)],
+        axis=1,
+    )
+    np.testing.assert_allclose(head.predict_proba(Xte), expected, atol=1e-4)
+    plain = make_head("logreg", C=0.05).fit(Xtr, Ytr).predict_proba(Xte)
+    assert np.abs(plain - expected).max() > 0.05  # without it the large dimensions dominate the penalty
+    head.save(tmp_path / "h")
+    np.testing.assert_array_equal(load_head(tmp_path / "h").predict_proba(Xte), head.predict_proba(Xte))
+    with pytest.raises(ConfigError, match="dense"):
+        make_head("logreg", standardize=True).fit(sp.csr_matrix(Xtr), Ytr)
+    with pytest.raises(ConfigError, match="standardize"):
+        make_head("logreg", standardize="yes").fit(Xtr, Ytr)

@@ -35,7 +35,7 @@ logger = get_logger(__name__)
 
 # Bump when a change in this module changes the vectors an unchanged spec produces.
 ENCODER_FORMAT = 1
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "bf16", "int8")
 _ST_POOLING = {"mean": "mean", "cls": "cls", "last_token": "lasttoken"}
 
 
@@ -75,8 +75,10 @@ class Encoder:
         num_threads: torch threads while encoding (default :func:`default_num_threads`).
         packing: decoders only: padding-free rows with block-diagonal attention (:mod:`.packing`),
             the same vectors up to rounding; ``compile_layers`` also compiles each layer (``torch.compile``).
-        precision: ``"fp32"`` (torch) or ``"int8"``: encoders only, exported once to ONNX with int8
-            weights and run by ONNX Runtime (:mod:`.onnx_encoder`); other vectors, so another identity.
+        precision: ``"fp32"`` (torch), ``"bf16"`` (torch under bf16 autocast: fp32 weights, bf16 matrix
+            products; several times faster on CPUs with AVX512-BF16/AMX, slow on others) or ``"int8"``:
+            encoders only, exported once to ONNX with int8 weights and run by ONNX Runtime
+            (:mod:`.onnx_encoder`). Each gives other vectors, so another identity.
     """
 
     def __init__(
@@ -99,6 +101,8 @@ class Encoder:
         if precision == "int8" and self.spec.family != "encoder":
             raise ConfigError(f"backbone '{self.spec.name}': precision 'int8' is for encoders, not {self.spec.family} backbones")
         self.precision = precision
+        if packing and self.spec.pooling != "last_token":
+            raise ConfigError(f"backbone '{self.spec.name}': packing pools the last token only, not {self.spec.pooling!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.device = device
@@ -142,8 +146,10 @@ class Encoder:
                 "normalize": self.spec.normalize,
                 "dtype": str(torch_dtype(self.dtype, family=self.spec.family, device=device)).replace("torch.", ""),
                 **({"packing": True} if self.packing and self.spec.family == "decoder" else {}),
+                **({"hidden_layer": self.spec.hidden_layer} if self.spec.hidden_layer is not None else {}),
+                **({"precision": "bf16"} if self.precision == "bf16" else {}),
                 # onnx 3: additive padding mask (a boolean one left MPNet attending to padding), fp32 down-projections
-                **({"precision": self.precision, "onnx": 3} if self.precision != "fp32" else {}),
+                **({"precision": self.precision, "onnx": 3} if self.precision == "int8" else {}),
             }
             safe_name = "".join(c if c.isalnum() or c in "._-" else "_" for c in self.spec.name)[:48]
             self._identity = f"{safe_name}-{stable_hash(payload, length=20)}"
@@ -170,9 +176,18 @@ class Encoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         if self.precision == "int8":
             return self._model.encode(texts)
-        with torch_threads(self.num_threads):
+        with torch_threads(self.num_threads), self._autocast():
             out = self._encode_decoder(texts) if self.spec.family == "decoder" else self._encode_st(texts)
         return np.ascontiguousarray(out, dtype=np.float32)
+
+    def _autocast(self) -> Any:
+        import contextlib
+
+        import torch
+
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(resolve_device(self.device).split(":")[0], dtype=torch.bfloat16)
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -230,6 +245,8 @@ class Encoder:
         self._tokenizer = load_tokenizer(self.spec, self.path)
         with quiet_transformers(self.show_progress_bar):
             model = AutoModel.from_pretrained(str(hf_model_dir(self.path)), dtype=dtype, local_files_only=True)
+        if self.spec.hidden_layer is not None:
+            model = truncate_decoder(model, self.spec.hidden_layer, self.spec.name)
         model.to(device).eval()
         self._model = model
         config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
@@ -287,8 +304,28 @@ class Encoder:
             for batch in progress(batches, desc=f"Encoding ({self.spec.name})", show_progress_bar=self.show_progress_bar):
                 inputs = {k: v.to(device) for k, v in collate([ids[i] for i in batch], fmt).items()}
                 hidden = self._model(**inputs).last_hidden_state
-                vectors = pool(hidden, inputs["attention_mask"], "last_token").float()
+                vectors = pool(hidden, inputs["attention_mask"], self.spec.pooling).float()
                 if self.spec.normalize:
                     vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
                 out[batch] = vectors.cpu().numpy()
         return out
+
+
+def truncate_decoder(model: Any, hidden_layer: int, name: str = "decoder") -> Any:
+    """``model`` (a transformers base decoder) cut after block ``hidden_layer``, its final norm dropped,
+    so that ``last_hidden_state`` is that block's output (``hidden_states[hidden_layer]`` of the whole
+    model) and the blocks above it cost nothing."""
+    from torch import nn
+
+    layers = getattr(model, "layers", None)
+    if not isinstance(layers, nn.ModuleList) or not hasattr(model, "norm"):
+        raise ConfigError(f"backbone '{name}': hidden_layer needs a decoder with 'layers' and 'norm' ({type(model).__name__} has not)")
+    if hidden_layer > len(layers):
+        raise ConfigError(f"backbone '{name}': hidden_layer {hidden_layer} is past its {len(layers)} layers")
+    model.layers = nn.ModuleList(list(layers)[:hidden_layer])
+    model.norm = nn.Identity()
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    config.num_hidden_layers = hidden_layer
+    if isinstance(getattr(config, "layer_types", None), list):
+        config.layer_types = config.layer_types[:hidden_layer]
+    return model

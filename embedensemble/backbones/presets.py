@@ -51,6 +51,9 @@ class BackboneSpec:
     ``prompt_template`` (decoders) contains ``{text}`` and optionally ``{task}``; ``append_eos``
     makes sure every tokenized input ends with the EOS token (recent transformers no longer add it
     for e5-mistral); ``package_hint`` tells how to install the weights when they are missing.
+    ``hidden_layer`` (decoders): pool the output of this transformer block (1 = the first) instead
+    of the last; the blocks above it are not run. A small decoder's middle layers describe a text
+    better than its last, which is shaped for predicting the next token.
     """
 
     name: str
@@ -64,6 +67,7 @@ class BackboneSpec:
     max_length: int = 256
     revision: str | None = None
     package_hint: str | None = None
+    hidden_layer: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -85,6 +89,11 @@ class BackboneSpec:
                 raise ConfigError(f"backbone '{self.name}': prompt_template uses '{{task}}' but no task is set")
         if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 2:
             raise ConfigError(f"backbone '{self.name}': max_length must be an integer >= 2, got {self.max_length!r}")
+        if self.hidden_layer is not None:
+            if isinstance(self.hidden_layer, bool) or not isinstance(self.hidden_layer, int) or self.hidden_layer < 1:
+                raise ConfigError(f"backbone '{self.name}': hidden_layer must be an integer >= 1, got {self.hidden_layer!r}")
+            if self.family != "decoder":
+                raise ConfigError(f"backbone '{self.name}': hidden_layer is for decoder backbones, not {self.family} ones")
         for flag in ("append_eos", "normalize"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"backbone '{self.name}': {flag} must be true or false, got {getattr(self, flag)!r}")

@@ -32,9 +32,12 @@ def backbone_spec(backbone: str, args: FinetuneArgs, where: str) -> Any:
     from ..backbones import get_backbone_spec
 
     try:
-        return get_backbone_spec(backbone, **args.backbone_options)
+        spec = get_backbone_spec(backbone, **args.backbone_options)
     except TypeError as exc:
         raise ConfigError(f"{where}: bad 'backbone_options' {sorted(args.backbone_options)}: {exc}") from None
+    if spec.hidden_layer is not None:
+        raise ConfigError(f"{where}: 'hidden_layer' is for frozen embedding features; a fine-tuned backbone pools its last layer")
+    return spec
 
 
 def weight_dtype(args: FinetuneArgs, device: torch.device, bf16: bool) -> torch.dtype:

@@ -53,11 +53,12 @@ class TokenizedData:
 
 
 def use_bf16(args: FinetuneArgs, device: torch.device) -> bool:
-    if args.precision == "fp32" or device.type != "cuda":
+    """Whether to train and predict under bf16 autocast (fp32 master weights either way)."""
+    if args.precision == "fp32":
         return False
     if args.precision == "bf16":
-        return True
-    return torch.cuda.is_bf16_supported()
+        return device.type in ("cuda", "cpu")
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 def autocast(enabled: bool, device: torch.device) -> contextlib.AbstractContextManager:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from ..errors import ArtifactError
+from ..errors import ArtifactError, ConfigError
 from ..fileio import load_tensors, save_tensors
 from .base import Head, register_head
 
@@ -59,6 +59,9 @@ class LogRegHead(_LinearHead):
     mpnet features. ``newton-cg`` gave the same models as
     ``lbfgs`` at a fraction of the CPU time, on dense and sparse input alike.
     ``class_weight="balanced"`` lifts F1 at the 0.5 threshold, not at tuned thresholds.
+    ``standardize``: fit on features scaled to zero mean and unit variance (dense features only), the
+    scaling then folded into ``coef_``/``intercept_``; for features whose dimensions differ in scale by
+    orders of magnitude, as a decoder's hidden states do, where one C cannot suit them all.
     """
 
     def __init__(
@@ -69,8 +72,10 @@ class LogRegHead(_LinearHead):
         tol: float = 1e-4,
         solver: str = "newton-cg",
         random_state: int | None = None,
+        standardize: bool = False,
     ) -> None:
         self.C = C
+        self.standardize = standardize
         self.class_weight = class_weight
         self.max_iter = max_iter
         self.tol = tol
@@ -83,11 +88,19 @@ class LogRegHead(_LinearHead):
         self._check_positive("max_iter", integer=True)
         self._require("class_weight", self.class_weight in (None, "balanced"), "None or 'balanced'")
         self._require("solver", self.solver in _LOGREG_SOLVERS, f"one of {list(_LOGREG_SOLVERS)}")
+        self._require("standardize", isinstance(self.standardize, bool), "true or false")
 
     def _fit_labels(self, X: np.ndarray | sp.csr_matrix, Y: np.ndarray, labels: np.ndarray) -> None:
         from sklearn.linear_model import LogisticRegression
 
         self._init_state()
+        if self.standardize:
+            if sp.issparse(X):
+                raise ConfigError(f"head {self.name!r}: standardize needs dense features, not sparse ones (TF-IDF)")
+            mean = X.mean(axis=0, dtype=np.float64)
+            scale = X.std(axis=0, dtype=np.float64)
+            scale[scale == 0] = 1.0
+            X = (X - mean) / scale
         for j in labels:
             model = LogisticRegression(
                 C=self.C,
@@ -99,6 +112,9 @@ class LogRegHead(_LinearHead):
             ).fit(X, Y[:, j])
             self.coef_[j] = model.coef_[0]
             self.intercept_[j] = model.intercept_[0]
+        if self.standardize:  # w.(x - m)/s + b = (w/s).x + (b - (w/s).m): one linear model on raw features
+            self.coef_[labels] /= scale
+            self.intercept_[labels] -= self.coef_[labels] @ mean
 
     @staticmethod
     def _link(scores: np.ndarray) -> np.ndarray:

@@ -22,6 +22,9 @@ from .base import FoldModel, MemberContext, register_member
 
 logger = get_logger(__name__)
 
+# What a head member's ``params`` may set: all of it is about its feature source.
+FEATURE_PARAMS = ("normalise", "precision", "backbone_options")
+
 
 @register_member("head")
 class HeadMember(FoldModel):
@@ -43,10 +46,18 @@ class HeadMember(FoldModel):
         self._feature_identity: str | None = None
 
     def _make_features(self) -> FeatureSource:
-        """The member's feature source; ``params`` may set ``normalise`` (bool) and ``precision`` ("fp32"/"int8")."""
-        precision = self.config.params.get("precision", "fp32") if isinstance(self.config.params, dict) else "fp32"
+        """The member's feature source; ``params`` may set ``normalise`` (bool), ``precision``
+        ("fp32"/"bf16"/"int8") and ``backbone_options`` (BackboneSpec overrides, e.g. ``hidden_layer``)."""
+        normalise = self._normalise()
+        unknown = sorted(set(self.config.params) - set(FEATURE_PARAMS))
+        if unknown:
+            raise ConfigError(
+                f"member '{self.config.name}': params: unknown key(s) {unknown}; a head member's params are {list(FEATURE_PARAMS)}"
+            )
+        precision = self.config.params.get("precision", "fp32")
+        options = self.config.params.get("backbone_options")
         try:
-            return make_features(self.config.features, self.context, self._normalise(), precision)
+            return make_features(self.config.features, self.context, normalise, precision, options)
         except ConfigError as exc:
             raise ConfigError(f"member '{self.config.name}': params: {exc}") from None
 
