@@ -59,7 +59,25 @@ def test_top_layers_output_equals_the_whole_encoder_for_every_padding(encoders, 
             got = wrapped(input_ids=ids, attention_mask=mask).last_hidden_state
         real = mask.bool()
         torch.testing.assert_close(got[real], want[real], rtol=1e-5, atol=1e-5)
-    assert len(frozen_layers._STATES[(f"test-{architecture}", wrapped.n_frozen)]) == len(texts)
+    assert len(frozen_layers._STATES[(f"test-{architecture}", wrapped.n_frozen, None)]) == len(texts)
+
+
+def test_states_under_bf16_autocast_are_kept_apart(encoders):
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = encoders["mpnet"]
+    model, tokenizer = AutoModel.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+    wrapped = TopLayersBackbone(AutoModel.from_pretrained(folder), 1, cache_key="test-bf16").eval()
+    ids, mask = _batch(tokenizer, ["so happy today", "what a long and winding day this was"])
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = wrapped(input_ids=ids, attention_mask=mask).last_hidden_state
+        got = wrapped(input_ids=ids, attention_mask=mask).last_hidden_state  # not the bf16 states
+        want = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    real = mask.bool()
+    torch.testing.assert_close(got[real], want[real], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(low[real].float(), want[real], atol=1e-5)
+    assert {key[-1] for key in frozen_layers._STATES if key[0] == "test-bf16"} == {None, torch.bfloat16}
 
 
 @pytest.mark.parametrize("architecture", ["bert", "mpnet"])

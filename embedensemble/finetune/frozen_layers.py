@@ -23,7 +23,7 @@ from torch import nn
 
 from ..errors import ConfigError
 
-# Frozen-layer outputs of every process's members, per (weights, frozen depth): folds of one member,
+# Frozen-layer outputs of every process's members, per (weights, frozen depth, autocast dtype): folds of one member,
 # and members sharing a backbone and depth, reuse them. Bounded by ``max_bytes`` (oldest texts dropped).
 _STATES: dict[tuple, OrderedDict[bytes, torch.Tensor]] = {}
 _SIZES: dict[tuple, int] = {}
@@ -109,8 +109,11 @@ class TopLayersBackbone(nn.Module):
         return self._upper(inputs_embeds=hidden, attention_mask=attention_mask)
 
     def _frozen_states(self, input_ids: torch.Tensor, lengths: list[int], keys: list[bytes]) -> list[torch.Tensor]:
+        # States computed under bf16 autocast differ from fp32 ones: an fp32 and a bf16 member share none.
+        autocast = torch.is_autocast_enabled(input_ids.device.type)
+        store = (*self._key, torch.get_autocast_dtype(input_ids.device.type) if autocast else None)
         with _LOCK:
-            cache = _STATES.setdefault(self._key, OrderedDict())
+            cache = _STATES.setdefault(store, OrderedDict())
             found = {key: cache[key] for key in keys if key in cache}
         missing = [row for row, key in enumerate(keys) if key not in found]
         if missing:
@@ -126,14 +129,14 @@ class TopLayersBackbone(nn.Module):
                     found[keys[row]] = state
                     if keys[row] not in cache:
                         cache[keys[row]] = state
-                        _SIZES[self._key] = _SIZES.get(self._key, 0) + state.numel() * state.element_size()
-                self._evict(cache)
+                        _SIZES[store] = _SIZES.get(store, 0) + state.numel() * state.element_size()
+                self._evict(cache, store)
         return [found[key] for key in keys]
 
-    def _evict(self, cache: OrderedDict[bytes, torch.Tensor]) -> None:
-        while _SIZES.get(self._key, 0) > self.max_bytes and cache:
+    def _evict(self, cache: OrderedDict[bytes, torch.Tensor], store: tuple) -> None:
+        while _SIZES.get(store, 0) > self.max_bytes and cache:
             _, state = cache.popitem(last=False)
-            _SIZES[self._key] -= state.numel() * state.element_size()
+            _SIZES[store] -= state.numel() * state.element_size()
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The weights that training changes (the top layers'), under the wrapped model's names."""
