@@ -163,8 +163,11 @@ def additions(scorer: Scorer, default_members: list[str]) -> dict[str, Any]:
 
 def _describe(member: dict[str, Any]) -> str:
     what = member.get("features") or member.get("backbone") or "?"
-    normalised = ", normalised tweets" if (member.get("params") or {}).get("normalise") else ""
-    return f"{member.get('kind', 'head')}: {what}" + (f" + {member['head']}" if member.get("head") else "") + normalised
+    params = member.get("params") or {}
+    normalised = ", normalised tweets" if params.get("normalise") else ""
+    layer = (params.get("backbone_options") or {}).get("hidden_layer")
+    pooled = f" (layer {layer}, {params['backbone_options'].get('pooling', 'mean')}-pooled)" if layer else ""
+    return f"{member.get('kind', 'head')}: {what}{pooled}" + (f" + {member['head']}" if member.get("head") else "") + normalised
 
 
 def candidates(run: Path, meta_seeds: list[int], held_out: Path | None, kept: list[str]) -> dict[str, Any]:
@@ -212,6 +215,7 @@ def measure(run: Path, meta_seeds: list[int], held_out: Path | None, time_file: 
     fit_seconds = {n: read_json(f).get("fit_seconds") for n, f in member_files.items() if f.is_file()}
     return {
         "run": str(run), "meta_seeds": meta_seeds, "rows": len(scorer.labels), "dev_rows_removed": scorer.dev_rows_removed,
+        "finetune_precision": finetune_precision(run),
         "fold_seed": read_json(run / "config.json").get("seed"), "members_alone": members,
         "selection": {"rule_min_gain": MIN_GAIN, "steps": steps, "kept": kept, "stacker": stacker,
                       "lgbm_minus_logreg": [round(g, 4) for g in _gains(lgbm, logreg)]},
@@ -229,7 +233,7 @@ def dev_check(run: Path) -> dict[str, Any]:
     from embedensemble.stacking import fit_stack, score_stack
 
     folder = RunFolder(run)
-    result: dict[str, Any] = {"run": str(run)}
+    result: dict[str, Any] = {"run": str(run), "finetune_precision": finetune_precision(run)}
     for key, (objective, decision) in DEV_STACKS.items():
         metrics = score_stack(folder, fit_stack(folder, objective=objective, decision=decision))
         if "eval" not in metrics["stack"]:
@@ -240,11 +244,24 @@ def dev_check(run: Path) -> dict[str, Any]:
     return result
 
 
-def _dev_lines(dev: dict[str, Any] | None) -> list[str]:
+def finetune_precision(run: Path) -> str:
+    """The ``precision`` of a run's fine-tuned members ("auto" = fp32 on a CPU), as written in its config."""
+    from embedensemble.fileio import read_json
+
+    found = sorted({(m.get("params") or {}).get("precision", "auto") for m in read_json(run / "config.json")["members"]
+                    if m.get("kind", "head").endswith("finetune")})
+    return "/".join(found) or "none"
+
+
+def _dev_lines(dev: dict[str, Any] | None, oof_precision: str | None = None) -> list[str]:
     if not dev:
         return []
     lines = ["", f"## Final check on SemEval dev ({dev['n_eval']} tweets; the config fitted on SemEval train; chose nothing)", "",
-             "One fit (fold seed of the config), so no spread.", "", "| model | macro-F1 | micro-F1 | Jaccard |", "|---|---|---|---|"]
+             "One fit (fold seed of the config), so no spread."]
+    if oof_precision and dev.get("finetune_precision", "auto") != oof_precision:
+        lines.append(f"The dev run's fine-tunes ran with precision {dev.get('finetune_precision', 'auto')!r} (fp32 on this CPU), the "
+                     f"OOF run's with {oof_precision!r}: this check predates the precision change and was not re-run.")
+    lines += ["", "| model | macro-F1 | micro-F1 | Jaccard |", "|---|---|---|---|"]
     rows = {label: dev[key]["stack"] for key, label in DEV_LABELS.items()}
     rows |= {f"member {n} alone": s for n, s in dev["macro_f1"]["members"].items()}
     for name, s in rows.items():
@@ -273,7 +290,7 @@ def render(result: dict[str, Any]) -> str:
         lines.append(" | ".join([f"| {name}"] + [f"{s[m]['mean']:.4f} ± {s[m]['sd']:.4f}" for m in METRICS]) + " |")
     lines += _additions_table(result)
     lines += _candidates_table(result.get("candidates"), sel["rule_min_gain"])
-    lines += _dev_lines(result.get("dev_check"))
+    lines += _dev_lines(result.get("dev_check"), result.get("finetune_precision"))
     rule = f"drop a member only if that gains >= {sel['rule_min_gain']} macro-F1 on average and in every meta seed"
     lines += ["", f"## Selection (rule fixed before looking: {rule})", ""]
     for label, steps, kept in (("quality", sel["steps"], sel["kept"]),

@@ -24,7 +24,7 @@ METRICS = (("macro_f1", "macro-F1"), ("micro_f1", "micro-F1"), ("jaccard", "Jacc
 
 def _load(out: Path) -> dict[str, dict[str, Any]]:
     found = {}
-    for name in ("quality", "cv", "speed", "finetune", "selection", "ablation", "quality_config", "int8"):
+    for name in ("quality", "cv", "speed", "finetune", "selection", "ablation", "quality_config", "int8", "bf16"):
         path = Path(out) / f"{name}.json"
         if path.is_file():
             found[name] = json.loads(path.read_text(encoding="utf-8"))

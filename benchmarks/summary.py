@@ -102,6 +102,7 @@ def headline(results: dict[str, dict[str, Any]]) -> list[str]:
         rows.append([f"CPU fine-tune stack (+{', '.join(finetune['finetuned_members'])}), macro-F1", _f(c["stack_with_macro_f1"]),
                      f"SemEval dev ({finetune['n_eval']} tweets)", "stacker OOF of train", _choices(results, "finetune-cpu", "finetune")])
     rows += _quality_config_rows(results.get("quality_config"), results.get("int8"))
+    rows += _bf16_rows(results.get("bf16"))
     if speed and speed.get("main_job"):
         job = speed["main_job"]
         rows.append(["`make run` (default config, cold embedding cache), wall time", _secs(job["wall_seconds"]),
@@ -157,6 +158,23 @@ def _quality_config_rows(qc: dict[str, Any] | None, int8: dict[str, Any] | None)
         v = int8["quality"]["verdict"]
         rows.append(["int8 encoders' cost to the default stack, macro-F1", f"{-v['stack_macro_f1_loss']:+.4f}",
                      "Kaggle train.csv minus the dev tweets, 5-fold OOF, 3 seeds x 3 meta seeds", "the other folds' OOF (nested)", "–"])
+    return rows
+
+
+def _bf16_rows(bf16: dict[str, Any] | None) -> list[list[str]]:
+    """Headline rows of bf16 autocast on CPU (benchmarks.bf16)."""
+    rows = []
+    if bf16 and bf16.get("speed"):
+        speed = bf16["speed"]["rows"]
+        ratios = "; ".join(f"{name.removeprefix('fine-tune ')} {row['train_tweets_per_s ratio']:.1f}x"
+                           for name, row in speed.items() if "train_tweets_per_s ratio" in row)
+        rows.append(["fine-tuning speed, bf16 autocast / fp32 (CPU with AVX512-BF16)", ratios,
+                     f"Kaggle train tweets, {bf16['speed']['steps']} steps ([docs/bf16.md](docs/bf16.md))", "–", "–"])
+    if bf16 and bf16.get("quality"):
+        change = bf16["quality"]["stack_change"]["macro_f1"]
+        rows.append(["`quality` stack with its fine-tunes in bf16 instead of fp32, macro-F1 change", f"{np.mean(change):+.4f}",
+                     f"Kaggle train.csv minus the dev tweets, 5-fold OOF, one fit seed, {len(change)} meta seeds",
+                     "the other folds' OOF (nested)", "–"])
     return rows
 
 

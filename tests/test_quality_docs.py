@@ -1,4 +1,4 @@
-"""benchmarks.quality's selection rule, and docs/quality.md / docs/int8.md are what their results JSON renders."""
+"""benchmarks.quality's selection rule, and docs/quality.md / int8.md / bf16.md are what their results JSON renders."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import int8, quality
+from benchmarks import bf16, int8, quality
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,10 @@ def test_fit_cost_reads_gnu_time_output(tmp_path) -> None:
     assert quality._fit_cost(report) == {"cold_fit_minutes": 72.5, "peak_rss_gb": 4.0}
 
 
-@pytest.mark.parametrize(("module", "doc", "result"), [(quality, "quality.md", "quality_config.json"), (int8, "int8.md", "int8.json")])
+@pytest.mark.parametrize(
+    ("module", "doc", "result"),
+    [(quality, "quality.md", "quality_config.json"), (int8, "int8.md", "int8.json"), (bf16, "bf16.md", "bf16.json")],
+)
 def test_doc_equals_what_the_json_renders(module, doc, result) -> None:
     path = ROOT / "benchmarks" / "results" / result
     if not path.is_file():
@@ -126,3 +129,13 @@ def test_candidates_are_each_added_alone_to_the_kept_stack_and_rendered(tmp_path
     assert f"| tfidf-ridge | head: tfidf + ridge, normalised tweets | {row['alone']['macro_f1']:.4f} |" in lines
     with pytest.raises(SystemExit, match="lacks the kept members"):
         quality.candidates(tmp_path / "run", [0], None, ["mpnet-ft-top3"])
+
+
+def test_dev_check_names_a_precision_other_than_the_oof_runs(tmp_path) -> None:
+    members = [{"name": "ft", "kind": "pooled-finetune", "params": {"precision": "bf16"}}, {"name": "tf", "kind": "head", "features": "tfidf"}]
+    (tmp_path / "config.json").write_text(json.dumps({"members": members}))
+    assert quality.finetune_precision(tmp_path) == "bf16"
+    row = {"macro_f1": 0.6, "micro_f1": 0.7, "jaccard": 0.6}
+    dev = {"n_eval": 10, "finetune_precision": "auto", **{key: {"stack": row, "members": {}} for key in quality.DEV_STACKS}}
+    assert any("predates the precision change" in line for line in quality._dev_lines(dev, "bf16"))
+    assert not any("predates" in line for line in quality._dev_lines(dev | {"finetune_precision": "bf16"}, "bf16"))
