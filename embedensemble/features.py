@@ -195,7 +195,7 @@ class EmbeddingFeatures:
         self.device = device
         self.batch_size = batch_size
         self.normalise = normalise  # embed embedensemble.normalise's view of each text
-        self.precision = precision  # "int8": the backbone runs as an int8 ONNX export (Encoder precision)
+        self.precision = precision  # "bf16" autocast, "int8" ONNX export (Encoder precision)
         self.backbone_options = dict(backbone_options or {})  # BackboneSpec overrides, e.g. hidden_layer
         self._encoder: Any = None
         self._cache: Any = None

@@ -44,7 +44,8 @@ class FinetuneArgs:
     ``pos_weight_max``), a list of 11 numbers, or ``None``.
 
     Runtime: ``max_length`` tokens (default 128, capped by the backbone's), ``precision``
-    (``"auto"`` = bf16 autocast on a CUDA card that supports it, else fp32),
+    (``"auto"`` = bf16 autocast on a CUDA card that supports it, else fp32; ``"bf16"`` = bf16 autocast on
+    CUDA or CPU, where it pays only with native bf16 (AVX512-BF16, AMX): docs/bf16.md),
     ``gradient_checkpointing``, ``save_every_steps`` (resumable checkpoints in the fit's
     ``workdir``), ``eval_fraction`` + ``early_stopping_patience`` (evaluations without a better
     held-out loss before stopping; the best weights are kept), ``bucket_batches`` (how many
