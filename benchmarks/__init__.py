@@ -46,6 +46,21 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+def update_section(out: Path, doc: Path, section: str | None, measure: Callable[[], dict[str, Any]] | None,
+                   render: Callable[[dict[str, Any]], str]) -> None:
+    """Store ``measure()`` as ``section`` of the results JSON ``out`` (other sections kept; stamped with the
+    time and machine), then render the whole JSON into ``doc``. ``measure=None``: only render."""
+    from embedensemble.fileio import read_json, write_json
+
+    result: dict[str, Any] = read_json(out) if out.is_file() else {}
+    if measure is not None and section is not None:
+        result[section] = measure()
+        result.update({"created": now_iso(), "machine": machine_info()})
+        write_json(out, result)
+    doc.write_text(render(result), encoding="utf-8")
+    logger.info("wrote %s", doc)
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -24,12 +24,13 @@ import argparse
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import RESULTS_DIR, ROOT, logger, machine_info, now_iso, setup_logging
+from . import RESULTS_DIR, ROOT, logger, setup_logging, update_section
 from .ablation import DATA, METRICS, SEMEVAL, _kept_rows, _library_stacker, _member_oof, nested_scores, stack_oof
 
 DOC = ROOT / "docs" / "bf16.md"
@@ -187,25 +188,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(False)
-    from embedensemble.fileio import read_json, write_json
-
-    result: dict[str, Any] = read_json(args.out) if args.out.is_file() else {}
-    if not args.render:
-        if args.section == "speed":
-            result["speed"] = measure_speed(args.steps, args.rounds, args.n)
-        elif args.section == "quality":
-            if args.fp32_run is None or args.bf16_run is None:
-                parser.error("quality needs --fp32-run and --bf16-run")
-            result["quality"] = measure_quality(args.fp32_run, args.bf16_run, [int(s) for s in args.meta_seeds.split(",")],
-                                                args.held_out if str(args.held_out) else None)
-        else:
-            parser.error("name a section (speed or quality) or pass --render")
-        result.update({"created": now_iso(), "machine": machine_info()})
-        write_json(args.out, result)
-    args.doc.write_text(render(result), encoding="utf-8")
-    logger.info("wrote %s", args.doc)
+    measure = None
+    if args.section == "speed":
+        measure = partial(measure_speed, args.steps, args.rounds, args.n)
+    elif args.section == "quality":
+        if args.fp32_run is None or args.bf16_run is None:
+            parser.error("quality needs --fp32-run and --bf16-run")
+        held_out = args.held_out if str(args.held_out) else None
+        measure = partial(measure_quality, args.fp32_run, args.bf16_run, [int(s) for s in args.meta_seeds.split(",")], held_out)
+    elif not args.render:
+        parser.error("name a section (speed or quality) or pass --render")
+    update_section(args.out, args.doc, args.section, measure, render)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -26,12 +26,13 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import RESULTS_DIR, ROOT, logger, machine_info, now_iso, setup_logging
+from . import RESULTS_DIR, ROOT, logger, setup_logging, update_section
 from .ablation import DATA, SEMEVAL, _kept_rows, _library_stacker, _member_oof, nested_scores, stack_oof, summarise
 
 DOC = ROOT / "docs" / "int8.md"
@@ -176,27 +177,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", action="store_true")
     args = parser.parse_args(argv)
     setup_logging(False)
-    from embedensemble.fileio import read_json, write_json
 
-    result: dict[str, Any] = read_json(args.out) if args.out.is_file() else {}
-    if not args.render:
-        if args.section is None:
-            parser.error("name a section (quality or speed) or pass --render")
+    def split(value: str) -> list[Path]:
+        return [Path(p) for p in value.split(",") if p]
 
-        def split(value: str) -> list[Path]:
-            return [Path(p) for p in value.split(",") if p]
-
-        if args.section == "quality":
-            result["quality"] = measure_quality(split(args.runs), split(args.normalised), split(args.int8),
-                                                [int(s) for s in args.meta_seeds.split(",")], args.held_out if str(args.held_out) else None)
-        else:
-            result["speed"] = measure_speed(args.fp32, Path(args.int8), args.n, args.rounds)
-        result.update({"created": now_iso(), "machine": machine_info()})
-        write_json(args.out, result)
-    args.doc.write_text(render(result), encoding="utf-8")
-    logger.info("wrote %s", args.doc)
+    measure = None
+    if args.section == "quality":
+        held_out = args.held_out if str(args.held_out) else None
+        measure = partial(measure_quality, split(args.runs), split(args.normalised), split(args.int8),
+                          [int(s) for s in args.meta_seeds.split(",")], held_out)
+    elif args.section == "speed":
+        measure = partial(measure_speed, args.fp32, Path(args.int8), args.n, args.rounds)
+    elif not args.render:
+        parser.error("name a section (quality or speed) or pass --render")
+    update_section(args.out, args.doc, args.section, measure, render)
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
