@@ -97,3 +97,20 @@ def quiet_transformers(show_progress_bar: bool | None = None) -> Iterator[None]:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+@contextmanager
+def root_logging_kept() -> Iterator[None]:
+    """Undo what the block does to the root logger's handlers and level.
+
+    ONNX Runtime's quantisation logs through ``logging.info``, which configures the root logger when it has no
+    handler; every embedensemble record (which propagates) would then be printed twice for the rest of the process.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        root.setLevel(level)

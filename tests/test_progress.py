@@ -58,3 +58,16 @@ def test_a_short_loop_logs_nothing_and_warning_level_is_silent(monkeypatch, capl
     logging.getLogger("embedensemble").setLevel(logging.WARNING)
     items = [1, 2]
     assert progress(items, desc="x") is items
+
+
+def test_root_logging_kept_undoes_what_a_block_adds_to_the_root_logger():
+    import logging
+
+    from embedensemble._logging import root_logging_kept
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    with root_logging_kept():
+        root.addHandler(logging.StreamHandler())  # what logging.info() does to a root logger without handlers
+        root.setLevel(logging.DEBUG)
+    assert root.handlers == handlers and root.level == level

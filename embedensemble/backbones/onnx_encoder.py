@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .._logging import get_logger, progress
+from .._logging import get_logger, progress, root_logging_kept
 from ..errors import ConfigError
 from ..runtime import default_num_threads
 from .presets import BackboneSpec
@@ -125,14 +125,15 @@ def export_encoder(spec: BackboneSpec, weights: Path, folder: Path, *, quantize:
         if quantize:
             from onnxruntime.quantization import QuantType, quantize_dynamic
 
-            quantize_dynamic(
-                str(fp32),
-                str(staging / MODEL_FILE),
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                nodes_to_exclude=_fp32_matmuls(fp32),
-                extra_options={"MatMulConstBOnly": True},  # only weights are quantised, never activation x activation
-            )
+            with root_logging_kept():
+                quantize_dynamic(
+                    str(fp32),
+                    str(staging / MODEL_FILE),
+                    weight_type=QuantType.QInt8,
+                    per_channel=True,
+                    nodes_to_exclude=_fp32_matmuls(fp32),
+                    extra_options={"MatMulConstBOnly": True},  # only weights are quantised, never activation x activation
+                )
             fp32.unlink()
         else:
             fp32.rename(staging / MODEL_FILE)
