@@ -57,7 +57,7 @@ def update_section(out: Path, doc: Path, section: str | None, measure: Callable[
         result[section] = measure()
         result.update({"created": now_iso(), "machine": machine_info()})
         write_json(out, result)
-    doc.write_text(render(result), encoding="utf-8")
+    doc.write_text(render(read_json(out) if out.is_file() else result), encoding="utf-8")  # as stored: keys sorted
     logger.info("wrote %s", doc)
 
 
@@ -69,6 +69,16 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_bf16_flags() -> list[str]:
+    """The CPU's native bf16 features (Linux ``/proc/cpuinfo`` flags): without them bf16 autocast is slow."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return sorted(f for f in flags if f in ("avx512_bf16", "amx_bf16", "amx_tile"))
 
 
 def _git(*args: str) -> str | None:
@@ -95,6 +105,7 @@ def machine_info() -> dict[str, Any]:
     dirty = _git("status", "--porcelain", "--untracked-files=no")
     return {
         "cpu": _cpu_model(),
+        "cpu_bf16_flags": cpu_bf16_flags(),
         "cores": os.cpu_count(),
         "usable_cores": usable,
         "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),

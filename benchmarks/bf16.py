@@ -99,18 +99,8 @@ def measure_speed(steps: int, rounds: int, n: int) -> dict[str, Any]:
         for key in [k for k in medians if k.endswith(" fp32")]:
             row[key.removesuffix(" fp32") + " ratio"] = round(medians[key.replace(" fp32", " bf16")] / medians[key], 2)
         table[name] = row
-    return {"steps": steps, "batch_size": 32, "rounds": rounds, "predict_tweets": n, "cpu_bf16_flags": cpu_bf16_flags(),
+    return {"steps": steps, "batch_size": 32, "rounds": rounds, "predict_tweets": n,
             "split": "Kaggle train.csv (first steps x 32 tweets to train, last n to predict and encode)", "rows": table}
-
-
-def cpu_bf16_flags() -> list[str]:
-    """The CPU's native bf16 features (Linux ``/proc/cpuinfo`` flags): without them bf16 autocast is slow."""
-    try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
-    return sorted(f for f in flags if f in ("avx512_bf16", "amx_bf16", "amx_tile"))
 
 
 def measure_quality(fp32_run: Path, bf16_run: Path, meta_seeds: list[int], held_out: Path | None) -> dict[str, Any]:
@@ -134,9 +124,13 @@ def measure_quality(fp32_run: Path, bf16_run: Path, meta_seeds: list[int], held_
         logger.info("meta seed %d: stack fp32 %.4f, bf16 %.4f", seed, stacks["fp32"][-1]["macro_f1"], stacks["bf16"][-1]["macro_f1"])
     change = {m: [round(b[m] - a[m], 4) for a, b in zip(stacks["fp32"], stacks["bf16"])] for m in METRICS}
     return {"runs": {side: str(run) for side, run in runs.items()}, "rows": len(keep), "meta_seeds": meta_seeds,
-            "members": {m: {p: {k: round(v, 4) for k, v in s.items()} for p, s in sides.items()} for m, sides in members.items()},
+            "members": {m: {p: {k: round(float(s[k]), 4) for k in METRICS} for p, s in sides.items()} for m, sides in members.items()},
             "stack": {side: {m: round(float(np.mean([s[m] for s in scores])), 4) for m in METRICS} for side, scores in stacks.items()},
             "stack_change": change}
+
+
+def _signed(value: float) -> str:
+    return f"{round(float(value), 4) + 0.0:+.4f}"  # + 0.0: a mean that rounds to -0.0 prints as +0.0000
 
 
 def render(result: dict[str, Any]) -> str:
@@ -146,9 +140,7 @@ def render(result: dict[str, Any]) -> str:
     if speed:
         lines += ["## Speed", "",
                   (f"One process, fp32 and bf16 alternating, medians of {speed['rounds']} round(s); fine-tuning: {speed['steps']} steps "
-                   f"of {speed['batch_size']} tweets; prediction and encoding: {speed['predict_tweets']} tweets ({speed['split']})."
-                   + (f" The CPU's native bf16 flags: {', '.join(speed['cpu_bf16_flags']) or 'none'}." if "cpu_bf16_flags" in speed else "")),
-                  "",
+                   f"of {speed['batch_size']} tweets; prediction and encoding: {speed['predict_tweets']} tweets ({speed['split']})."), "",
                   "| what | fp32 tweets/s | bf16 tweets/s | bf16 / fp32 |", "|---|---|---|---|"]
         for name, row in speed["rows"].items():
             for metric in [k.removesuffix(" ratio") for k in row if k.endswith(" ratio")]:
@@ -168,8 +160,10 @@ def render(result: dict[str, Any]) -> str:
         change = quality["stack_change"]["macro_f1"]
         lines += ["", (f"The quality stack (its {len(QUALITY_KEPT)} members), meta seeds {quality['meta_seeds']}: fp32 "
                        f"{quality['stack']['fp32']['macro_f1']:.4f}, bf16 {quality['stack']['bf16']['macro_f1']:.4f} macro-F1; "
-                       f"change per meta seed {change} (mean {np.mean(change):+.4f})."), ""]
-    lines.append(f"Measured {result.get('created', '?')} on {result.get('machine', {}).get('cpu', '?')}.")
+                       f"change per meta seed {change} (mean {_signed(np.mean(change))})."), ""]
+    machine = result.get("machine", {})
+    flags = f" (native bf16: {', '.join(machine['cpu_bf16_flags']) or 'none'})" if "cpu_bf16_flags" in machine else ""
+    lines.append(f"Measured {result.get('created', '?')} on {machine.get('cpu', '?')}{flags}.")
     return "\n".join(lines) + "\n"
 
 

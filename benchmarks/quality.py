@@ -279,8 +279,9 @@ def render(result: dict[str, Any]) -> str:
     jaccard = result["stacks"][result["jaccard_stack"]]
     lines = ["# The `quality` config: members and stacker chosen on train OOF", "",
              "Rendered by `python -m benchmarks.quality --render` from `benchmarks/results/quality_config.json`; do not edit by hand.", "",
-             (f"Run `{result['run']}` (Kaggle train.csv, 5-fold, fold seed {result['fold_seed']}; one fit: a fit costs about an hour "
-              f"here, so the spread below is over {len(result['meta_seeds'])} meta-fold seeds only). Rows: {result['rows']} "
+             (f"Run `{result['run']}` (Kaggle train.csv, 5-fold, fold seed {result['fold_seed']}; one fit: a fit costs "
+              f"{result.get('cost', {}).get('cold_fit_minutes') or '?'} min here, so the spread below is over "
+              f"{len(result['meta_seeds'])} meta-fold seeds only). Rows: {result['rows']} "
               f"({result['dev_rows_removed']} SemEval dev tweets left out). Nested thresholds throughout."), "",
              "## Members alone (run folds)", "", "| member | macro-F1 | micro-F1 | Jaccard |", "|---|---|---|---|"]
     for name, s in result["members_alone"].items():

@@ -172,7 +172,7 @@ def _bf16_rows(bf16: dict[str, Any] | None) -> list[list[str]]:
                      f"Kaggle train tweets, {bf16['speed']['steps']} steps ([docs/bf16.md](docs/bf16.md))", "–", "–"])
     if bf16 and bf16.get("quality"):
         change = bf16["quality"]["stack_change"]["macro_f1"]
-        rows.append(["`quality` stack with its fine-tunes in bf16 instead of fp32, macro-F1 change", f"{np.mean(change):+.4f}",
+        rows.append(["`quality` stack with its fine-tunes in bf16 instead of fp32, macro-F1 change", f"{round(float(np.mean(change)), 4) + 0.0:+.4f}",
                      f"Kaggle train.csv minus the dev tweets, 5-fold OOF, one fit seed, {len(change)} meta seeds",
                      "the other folds' OOF (nested)", "–"])
     return rows
