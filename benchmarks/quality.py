@@ -167,7 +167,9 @@ def _describe(member: dict[str, Any]) -> str:
     normalised = ", normalised tweets" if params.get("normalise") else ""
     layer = (params.get("backbone_options") or {}).get("hidden_layer")
     pooled = f" (layer {layer}, {params['backbone_options'].get('pooling', 'mean')}-pooled)" if layer else ""
-    return f"{member.get('kind', 'head')}: {what}{pooled}" + (f" + {member['head']}" if member.get("head") else "") + normalised
+    kind = member.get("kind", "head")
+    head = f" + {member['head']}" if member.get("head") and not kind.endswith("finetune") else ""  # fine-tunes carry their own head
+    return f"{kind}: {what}{pooled}{head}{normalised}"
 
 
 def candidates(run: Path, meta_seeds: list[int], held_out: Path | None, kept: list[str]) -> dict[str, Any]:
