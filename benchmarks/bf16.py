@@ -35,8 +35,6 @@ from .ablation import DATA, METRICS, SEMEVAL, _kept_rows, _library_stacker, _mem
 
 DOC = ROOT / "docs" / "bf16.md"
 OUT = RESULTS_DIR / "bf16.json"
-FINETUNED_MEMBERS = ["mpnet-ft-top3", "minilm-ft", "ftminilm-logreg"]
-QUALITY_KEPT = ["tfidf-logreg", "minilm-logreg", "minilm-lgbm", "mpnet-logreg", "mpnet-ft-top3", "minilm-ft", "ftminilm-logreg"]
 FINETUNES = {
     "minilm (all layers)": ("minilm", {}),
     "mpnet (top 3 layers)": ("mpnet", {"train_top_layers": 3}),
@@ -103,6 +101,16 @@ def measure_speed(steps: int, rounds: int, n: int) -> dict[str, Any]:
             "split": "Kaggle train.csv (first steps x 32 tweets to train, last n to predict and encode)", "rows": table}
 
 
+def _run_members(run: Path) -> tuple[list[str], list[str]]:
+    """A run's members, and those a precision changes: fine-tunes and heads on their embeddings."""
+    from embedensemble.fileio import read_json
+
+    members = read_json(run / "config.json")["members"]
+    tuned = [m["name"] for m in members
+             if m.get("kind", "head").endswith("finetune") or str(m.get("features") or "").startswith("finetuned:")]
+    return [m["name"] for m in members], tuned
+
+
 def measure_quality(fp32_run: Path, bf16_run: Path, meta_seeds: list[int], held_out: Path | None) -> dict[str, Any]:
     from embedensemble.config import CVConfig
     from embedensemble.cv import make_folds
@@ -113,9 +121,12 @@ def measure_quality(fp32_run: Path, bf16_run: Path, meta_seeds: list[int], held_
     keep, _ = _kept_rows(bf16_run, held_out)
     labels = np.load(bf16_run / "train_labels.npy")[keep].astype(int)
     run_folds = np.load(bf16_run / "folds_kfold.npy")[keep]
-    proba = {side: _member_oof(run, QUALITY_KEPT)[keep] for side, run in runs.items()}
-    members = {name: {side: nested_scores(proba[side][:, QUALITY_KEPT.index(name)], labels, run_folds, {}) for side in runs}
-               for name in FINETUNED_MEMBERS}
+    names, tuned = _run_members(bf16_run)
+    if _run_members(fp32_run)[0] != names:
+        raise SystemExit(f"{fp32_run} and {bf16_run} hold other members: fit both from the same config")
+    proba = {side: _member_oof(run, names)[keep] for side, run in runs.items()}
+    members = {name: {side: nested_scores(proba[side][:, names.index(name)], labels, run_folds, {}) for side in runs}
+               for name in tuned}
     stacker, stacks = _library_stacker(), {"fp32": [], "bf16": []}
     for seed in meta_seeds:
         folds = make_folds(labels, CVConfig(seed=seed))
@@ -123,7 +134,7 @@ def measure_quality(fp32_run: Path, bf16_run: Path, meta_seeds: list[int], held_
             stacks[side].append(nested_scores(stack_oof(stacker, proba[side], labels, folds), labels, folds, {}))
         logger.info("meta seed %d: stack fp32 %.4f, bf16 %.4f", seed, stacks["fp32"][-1]["macro_f1"], stacks["bf16"][-1]["macro_f1"])
     change = {m: [round(b[m] - a[m], 4) for a, b in zip(stacks["fp32"], stacks["bf16"])] for m in METRICS}
-    return {"runs": {side: str(run) for side, run in runs.items()}, "rows": len(keep), "meta_seeds": meta_seeds,
+    return {"runs": {side: str(run) for side, run in runs.items()}, "rows": len(keep), "meta_seeds": meta_seeds, "stacked": names,
             "members": {m: {p: {k: round(float(s[k]), 4) for k in METRICS} for p, s in sides.items()} for m, sides in members.items()},
             "stack": {side: {m: round(float(np.mean([s[m] for s in scores])), 4) for m in METRICS} for side, scores in stacks.items()},
             "stack_change": change}
@@ -158,7 +169,7 @@ def render(result: dict[str, Any]) -> str:
             lines.append(f"| {name} | {sides['fp32']['macro_f1']:.4f} | {sides['bf16']['macro_f1']:.4f} | "
                          f"{sides['fp32']['jaccard']:.4f} | {sides['bf16']['jaccard']:.4f} |")
         change = quality["stack_change"]["macro_f1"]
-        lines += ["", (f"The quality stack (its {len(QUALITY_KEPT)} members), meta seeds {quality['meta_seeds']}: fp32 "
+        lines += ["", (f"The quality stack (its {len(quality.get('stacked', [])) or '?'} members), meta seeds {quality['meta_seeds']}: fp32 "
                        f"{quality['stack']['fp32']['macro_f1']:.4f}, bf16 {quality['stack']['bf16']['macro_f1']:.4f} macro-F1; "
                        f"change per meta seed {change} (mean {_signed(np.mean(change))})."), ""]
     machine = result.get("machine", {})
