@@ -37,17 +37,16 @@ import numpy as np
 
 from . import RESULTS_DIR, ROOT, logger, machine_info, now_iso, setup_logging
 from .ablation import DATA, METRICS, SEMEVAL, _kept_rows, _library_stacker, _member_oof, nested_scores, stack_oof
+from .quality_doc import render
 
 DOC = ROOT / "docs" / "quality.md"
 OUT = RESULTS_DIR / "quality_config.json"
 MIN_GAIN = 0.003
 TARGETS = {"macro_f1": 0.62, "jaccard": 0.62, "micro_f1_with_jaccard": 0.72, "cold_minutes": 90}
 FINETUNE_CPU = ["tfidf-logreg", "minilm-logreg", "minilm-lgbm", "mpnet-logreg", "minilm-ft", "ftminilm-logreg"]
-# The dev check's stacks: key -> (objective, decision); labels as rendered.
+# The dev check's stacks: key -> (objective, decision).
 DEV_STACKS = {"macro_f1": ("macro_f1", "thresholds"), "jaccard_thresholds": ("jaccard", "thresholds"),
               "jaccard_decoding": ("jaccard", "expected_jaccard")}
-DEV_LABELS = {"macro_f1": "stack, thresholds for macro-F1", "jaccard_thresholds": "stack, thresholds for Jaccard",
-              "jaccard_decoding": "stack, expected-Jaccard decoding"}
 STACKERS = {"logreg": {"features": "same_emotion"}, "lgbm": {"meta_learner": "lgbm", "features": "all"}}
 
 
@@ -190,7 +189,25 @@ def candidates(run: Path, meta_seeds: list[int], held_out: Path | None, kept: li
         rows[name] = {"what": _describe(configs[name]), "alone": nested_scores_row(scorer.member(name)),
                       "macro_f1_gains": [round(g, 4) for g in macro], "jaccard_gains": [round(g, 4) for g in jaccard],
                       "joins": _passes(macro)}
-    return {"run": str(run), "baseline": _summary(base), "rows": rows, "created": now_iso()}
+    for row in rows.values():
+        row |= {"run": str(run), "baseline_macro_f1": _summary(base)["macro_f1"]["mean"]}
+    return {"run": str(run), "kept": list(kept), "baseline": _summary(base), "rows": rows, "created": now_iso()}
+
+
+def _candidates_kept(result: dict[str, Any]) -> list[str]:
+    """The kept members a result's candidates were scored against (older results did not record them)."""
+    return result["candidates"].get("kept", result["selection"]["kept"])
+
+
+def merge_candidates(earlier: dict[str, Any] | None, found: dict[str, Any]) -> dict[str, Any]:
+    """``found`` plus the rows of ``earlier`` it did not re-measure, when both were scored against the same kept
+    members (candidates are fitted in batches; a row keeps the run and the baseline it was measured against)."""
+    if not earlier or sorted(earlier.get("kept", found["kept"])) != sorted(found["kept"]):
+        return found
+    base = earlier["baseline"]["macro_f1"]["mean"]
+    kept_rows = {name: {"run": earlier["run"], "baseline_macro_f1": base} | row
+                 for name, row in earlier["rows"].items() if name not in found["rows"]}
+    return found | {"rows": kept_rows | found["rows"]}
 
 
 def measure(run: Path, meta_seeds: list[int], held_out: Path | None, time_file: Path | None) -> dict[str, Any]:
@@ -255,104 +272,8 @@ def finetune_precision(run: Path) -> str:
     return "/".join(found) or "none"
 
 
-def _dev_lines(dev: dict[str, Any] | None, oof_precision: str | None = None) -> list[str]:
-    if not dev:
-        return []
-    lines = ["", f"## Final check on SemEval dev ({dev['n_eval']} tweets; the config fitted on SemEval train; chose nothing)", "",
-             "One fit (fold seed of the config), so no spread."]
-    if oof_precision and dev.get("finetune_precision", "auto") != oof_precision:
-        lines.append(f"The dev run's fine-tunes ran with precision {dev.get('finetune_precision', 'auto')!r} (fp32 on this CPU), the "
-                     f"OOF run's with {oof_precision!r}: this check predates the precision change and was not re-run.")
-    lines += ["", "| model | macro-F1 | micro-F1 | Jaccard |", "|---|---|---|---|"]
-    rows = {label: dev[key]["stack"] for key, label in DEV_LABELS.items()}
-    rows |= {f"member {n} alone": s for n, s in dev["macro_f1"]["members"].items()}
-    for name, s in rows.items():
-        lines.append(f"| {name} | {s['macro_f1']:.4f} | {s['micro_f1']:.4f} | {s['jaccard']:.4f} |")
-    return lines
-
-
 def nested_scores_row(scores: dict[str, Any]) -> dict[str, float]:
     return {m: round(float(scores[m]), 4) for m in METRICS}
-
-
-def render(result: dict[str, Any]) -> str:
-    sel, cost, t = result["selection"], result.get("cost", {}), result["targets"]
-    quality = result["stacks"][result["quality_stack"]]
-    jaccard = result["stacks"][result["jaccard_stack"]]
-    lines = ["# The `quality` config: members and stacker chosen on train OOF", "",
-             "Rendered by `python -m benchmarks.quality --render` from `benchmarks/results/quality_config.json`; do not edit by hand.", "",
-             (f"Run `{result['run']}` (Kaggle train.csv, 5-fold, fold seed {result['fold_seed']}; one fit: a fit costs "
-              f"{result.get('cost', {}).get('cold_fit_minutes') or '?'} min here, so the spread below is over "
-              f"{len(result['meta_seeds'])} meta-fold seeds only). Rows: {result['rows']} "
-              f"({result['dev_rows_removed']} SemEval dev tweets left out). Nested thresholds throughout."), "",
-             "## Members alone (run folds)", "", "| member | macro-F1 | micro-F1 | Jaccard |", "|---|---|---|---|"]
-    for name, s in result["members_alone"].items():
-        lines.append(f"| {name} | {s['macro_f1']:.4f} | {s['micro_f1']:.4f} | {s['jaccard']:.4f} |")
-    lines += ["", "## Stacks (mean ± sd over meta-fold seeds)", "", "| stack | macro-F1 | micro-F1 | Jaccard |", "|---|---|---|---|"]
-    for name, s in result["stacks"].items():
-        lines.append(" | ".join([f"| {name}"] + [f"{s[m]['mean']:.4f} ± {s[m]['sd']:.4f}" for m in METRICS]) + " |")
-    lines += _additions_table(result)
-    lines += _candidates_table(result.get("candidates"), sel["rule_min_gain"])
-    lines += _dev_lines(result.get("dev_check"), result.get("finetune_precision"))
-    rule = f"drop a member only if that gains >= {sel['rule_min_gain']} macro-F1 on average and in every meta seed"
-    lines += ["", f"## Selection (rule fixed before looking: {rule})", ""]
-    for label, steps, kept in (("quality", sel["steps"], sel["kept"]),
-                               ("finetune-cpu", result["finetune_cpu_selection"]["steps"], result["finetune_cpu_selection"]["kept"])):
-        for step in steps:
-            gains = ", ".join(f"{m} {np.mean(g):+.4f}" for m, g in step["drop_one_gains"].items())
-            lines.append(f"- {label}, {len(step['members'])} members (macro-F1 {step['macro_f1']:.4f}): dropping each -> {gains}; "
-                         f"{'dropped ' + step['dropped'] if step['dropped'] else 'none passes the rule'}.")
-        lines.append(f"- {label} keeps: {', '.join(kept)}.")
-    lines.append(f"- stacker: LightGBM minus logistic regression per meta seed {sel['lgbm_minus_logreg']} -> `{sel['stacker']}`.")
-    lines += ["", ("finetune-cpu's set is re-checked on this run's members of the same names, as this run fitted them "
-                   "(the default's members: normalised tweets for TF-IDF and MiniLM, int8 encoders).")]
-    macro_ok = quality["macro_f1"]["mean"] >= t["macro_f1"]
-    jac_ok = jaccard["jaccard"]["mean"] >= t["jaccard"] and jaccard["micro_f1"]["mean"] >= t["micro_f1_with_jaccard"]
-    minutes = cost.get("cold_fit_minutes")
-    lines += ["", "## Against the targets", "",
-              f"- macro-F1 {quality['macro_f1']['mean']:.4f} (target >= {t['macro_f1']}): {'met' if macro_ok else 'MISSED'}.",
-              (f"- objective jaccard: Jaccard {jaccard['jaccard']['mean']:.4f} (>= {t['jaccard']}), micro-F1 "
-               f"{jaccard['micro_f1']['mean']:.4f} (>= {t['micro_f1_with_jaccard']}): {'met' if jac_ok else 'MISSED'}."),
-              (f"- cold fit + stack on 2 cores (every candidate member, empty cache): {minutes} min (target <= {t['cold_minutes']}), "
-               f"peak memory {cost.get('peak_rss_gb')} GB." if minutes else "- cold fit time: not measured."), "",
-              f"Measured {result.get('created', '?')}."]
-    return "\n".join(lines) + "\n"
-
-
-def _additions_table(result: dict[str, Any]) -> list[str]:
-    added = result.get("additions")
-    if not added:
-        return []
-    cost = result.get("cost", {})
-    seconds, speed = cost.get("member_fit_seconds", {}), cost.get("member_tweets_per_s", {})
-    base = added["baseline"]["macro_f1"]["mean"]
-    lines = ["", "## Each addition over the default members (stack macro-F1, mean ± sd over meta-fold seeds)", "",
-             (f"The default members' stack scores {base:.4f}. A row adds one member alone to it; fit minutes are the member's "
-              "5-fold fit in the cold run, tweets/s its prediction alone (all fold models and the members it reads, cache off, "
-              "500 Kaggle test tweets)."), "",
-             "| addition | stack macro-F1 | gain | fit min | predict tweets/s |", "|---|---|---|---|---|"]
-    for name, row in added["rows"].items():
-        gains = row["gains"]
-        sd = float(np.std(gains, ddof=1)) if len(gains) > 1 else 0.0
-        fit = f"{seconds[name] / 60:.1f}" if seconds.get(name) is not None else "–"
-        lines.append(f"| {name} | {base + float(np.mean(gains)):.4f} | {float(np.mean(gains)):+.4f} ± {sd:.4f} | {fit} | "
-                     f"{speed.get(name, '–')} |")
-    return lines
-
-
-def _candidates_table(found: dict[str, Any] | None, min_gain: float) -> list[str]:
-    if not found:
-        return []
-    base = found["baseline"]["macro_f1"]["mean"]
-    lines = ["", "## Tried and not kept: each candidate added alone to the kept members' stack", "",
-             (f"Run `{found['run']}`: the quality run's members plus the candidates, cross-fitted on the same folds; the kept "
-              f"members' stack scores {base:.4f} there. A candidate joins only if it gains >= {min_gain} macro-F1 on average "
-              "and in every meta seed. Jaccard: with expected-Jaccard decoding. Spread: sd over meta seeds."), "",
-             "| candidate | what | alone macro-F1 | stack macro-F1 gain | stack Jaccard gain | joins |", "|---|---|---|---|---|---|"]
-    for name, row in found["rows"].items():
-        cells = [f"{np.mean(row[k]):+.4f} ± {np.std(row[k], ddof=1) if len(row[k]) > 1 else 0.0:.4f}" for k in ("macro_f1_gains", "jaccard_gains")]
-        lines.append(f"| {name} | {row['what']} | {row['alone']['macro_f1']:.4f} | {cells[0]} | {cells[1]} | {'yes' if row['joins'] else 'no'} |")
-    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,8 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.dev_only and not (args.dev_run or args.candidates_run):
         parser.error("--dev-only needs --dev-run or --candidates-run")
     if not args.render:
+        earlier = read_json(args.out) if args.out.is_file() else {}
         if args.dev_only:
-            result = read_json(args.out)
+            result = earlier
         else:
             seeds = [int(s) for s in args.meta_seeds.split(",")]
             result = measure(args.run, seeds, args.held_out if str(args.held_out) else None, args.time_file)
@@ -384,7 +306,10 @@ def main(argv: list[str] | None = None) -> int:
             result["dev_check"] = dev_check(args.dev_run) | {"created": now_iso()}
         if args.candidates_run:
             held_out = args.held_out if str(args.held_out) else None
-            result["candidates"] = candidates(args.candidates_run, result["meta_seeds"], held_out, result["selection"]["kept"])
+            found = candidates(args.candidates_run, result["meta_seeds"], held_out, result["selection"]["kept"])
+            result["candidates"] = merge_candidates(earlier.get("candidates"), found)
+        elif earlier.get("candidates") and sorted(_candidates_kept(earlier)) == sorted(result["selection"]["kept"]):
+            result["candidates"] = earlier["candidates"]  # a new OOF measure keeps candidates scored against the same set
         write_json(args.out, result)
     args.doc.write_text(render(read_json(args.out)), encoding="utf-8")
     logger.info("wrote %s", args.doc)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bf16, int8, quality
+from benchmarks import bf16, int8, quality, quality_doc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def test_additions_are_gains_of_each_member_added_alone_to_the_default_stack() -
     assert result["rows"]["noise"]["gains"] == [-0.002] * 3
     assert result["rows"]["all additions"]["gains"] == [0.028] * 3
     assert set(result["rows"]) == {"fine-tune", "noise", "all additions"}
-    table = "\n".join(quality._additions_table({"additions": result, "cost": {"member_fit_seconds": {"fine-tune": 90.0},
+    table = "\n".join(quality_doc._additions_table({"additions": result, "cost": {"member_fit_seconds": {"fine-tune": 90.0},
                                                                                 "member_tweets_per_s": {"fine-tune": 12.5}}}))
     assert "| fine-tune | 0.5600 | +0.0300 ± 0.0000 | 1.5 | 12.5 |" in table
 
@@ -95,7 +95,7 @@ def test_dev_check_scores_the_stack_on_dev_for_each_objective_and_renders(tmp_pa
         scored = read_json(tmp_path / "run" / "metrics.json")["stack"]["eval"]
         assert dev[key]["stack"] == quality.nested_scores_row(scored)
         assert read_json(tmp_path / "run" / "thresholds.json")["params"]["decision"] == decision
-    lines = "\n".join(quality._dev_lines(dev))
+    lines = "\n".join(quality_doc._dev_lines(dev))
     assert "| stack, thresholds for Jaccard |" in lines and f"{dev['jaccard_thresholds']['stack']['jaccard']:.4f}" in lines
     assert "| stack, expected-Jaccard decoding |" in lines
 
@@ -125,7 +125,7 @@ def test_candidates_are_each_added_alone_to_the_kept_stack_and_rendered(tmp_path
     assert row["macro_f1_gains"] == [round(g, 4) for g in quality._gains(scorer.stack(["tfidf-logreg", "tfidf-ridge"]),
                                                                            scorer.stack(["tfidf-logreg"]))]
     assert row["joins"] == quality._passes(row["macro_f1_gains"])
-    lines = "\n".join(quality._candidates_table(found, 0.003))
+    lines = "\n".join(quality_doc._candidates_table(found, 0.003))
     assert f"| tfidf-ridge | head: tfidf + ridge, normalised tweets | {row['alone']['macro_f1']:.4f} |" in lines
     with pytest.raises(SystemExit, match="lacks the kept members"):
         quality.candidates(tmp_path / "run", [0], None, ["mpnet-ft-top3"])
@@ -137,5 +137,23 @@ def test_dev_check_names_a_precision_other_than_the_oof_runs(tmp_path) -> None:
     assert quality.finetune_precision(tmp_path) == "bf16"
     row = {"macro_f1": 0.6, "micro_f1": 0.7, "jaccard": 0.6}
     dev = {"n_eval": 10, "finetune_precision": "auto", **{key: {"stack": row, "members": {}} for key in quality.DEV_STACKS}}
-    assert any("predates the precision change" in line for line in quality._dev_lines(dev, "bf16"))
-    assert not any("predates" in line for line in quality._dev_lines(dev | {"finetune_precision": "bf16"}, "bf16"))
+    assert any("predates the precision change" in line for line in quality_doc._dev_lines(dev, "bf16"))
+    assert not any("predates" in line for line in quality_doc._dev_lines(dev | {"finetune_precision": "bf16"}, "bf16"))
+
+
+def test_candidates_fitted_in_batches_keep_earlier_rows_scored_against_the_same_kept_set() -> None:
+    def found(run: str, base: float, names: list[str], kept: list[str]) -> dict:
+        rows = {n: {"what": "head: x", "alone": {"macro_f1": 0.5}, "macro_f1_gains": [0.001, 0.002], "jaccard_gains": [0.0, 0.0],
+                    "joins": False, "run": run, "baseline_macro_f1": base} for n in names}
+        return {"run": run, "kept": kept, "baseline": {"macro_f1": {"mean": base}}, "rows": rows}
+
+    earlier = found("old", 0.61, ["a", "b"], ["k1", "k2"])
+    del earlier["rows"]["a"]["run"], earlier["rows"]["a"]["baseline_macro_f1"]  # rows written before these were recorded
+    merged = quality.merge_candidates(earlier, found("new", 0.612, ["b", "c"], ["k2", "k1"]))
+    assert list(merged["rows"]) == ["a", "b", "c"] and merged["run"] == "new"
+    assert merged["rows"]["a"]["run"] == "old" and merged["rows"]["a"]["baseline_macro_f1"] == 0.61
+    assert merged["rows"]["b"]["run"] == "new"  # re-measured rows replace earlier ones
+    table = "\n".join(quality_doc._candidates_table(merged, 0.003))
+    assert "| a | head: x | 0.5000 | 0.6100 |" in table and "| c | head: x | 0.5000 | 0.6120 |" in table
+    # against another kept set the earlier rows would compare different stacks: they are dropped
+    assert list(quality.merge_candidates(earlier, found("new", 0.6, ["c"], ["k1"]))["rows"]) == ["c"]
