@@ -168,7 +168,12 @@ def _describe(member: dict[str, Any]) -> str:
     pooled = f" (layer {layer}, {params['backbone_options'].get('pooling', 'mean')}-pooled)" if layer else ""
     kind = member.get("kind", "head")
     head = f" + {member['head']}" if member.get("head") and not kind.endswith("finetune") else ""  # fine-tunes carry their own head
-    return f"{kind}: {what}{pooled}{head}{normalised}"
+    tuned = [f"top {params['train_top_layers']} layers" if params.get("train_top_layers") else "",
+             f"{params['head'].replace('_', '-')} head" if params.get("head", "linear") != "linear" else "",
+             f"pos_weight {params['pos_weight']}" if params.get("pos_weight") else "",
+             f"seed {params['seed']}" if params.get("seed") is not None else ""] if kind.endswith("finetune") else []
+    extra = "".join(f", {t}" for t in tuned if t)
+    return f"{kind}: {what}{pooled}{head}{normalised}{extra}"
 
 
 def candidates(run: Path, meta_seeds: list[int], held_out: Path | None, kept: list[str]) -> dict[str, Any]:

@@ -68,6 +68,9 @@ def export_student(member: Any, folder: str | os.PathLike, *, precision: str = "
         raise ConfigError(f"ONNX precision {precision!r} is not one of {list(PRECISIONS)}")
     if getattr(member, "model", None) is None or not hasattr(member.model, "head"):
         raise ConfigError(f"member {getattr(member, 'config', None)!r} is not a fitted pooled-finetune member")
+    if getattr(member.model, "head_type", "linear") != "linear":
+        raise ConfigError(f"member '{member.config.name}': only a linear head on the pooled embedding exports to ONNX, "
+                          f"not {member.model.head_type!r}")
     fmt = member.fmt
     if fmt.padding_side != "right" or fmt.position_ids:
         raise ConfigError(

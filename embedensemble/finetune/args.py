@@ -24,6 +24,7 @@ ADAPTERS_BY_KIND: dict[str, tuple[str, ...]] = {
 DEFAULT_LR = {"none": 3e-5, "lora": 2e-4, "ia3": 3e-3}
 SCHEDULERS = ("linear", "cosine", "constant")
 PRECISIONS = ("auto", "bf16", "fp32")
+HEADS = ("linear", "label_attention")  # of pooled-finetune: finetune.classifiers.PooledClassifier
 
 
 @dataclass
@@ -57,6 +58,8 @@ class FinetuneArgs:
     ``frozen_cache_gb`` per backbone), so each later epoch, fold and prediction costs the top layers only
     (:mod:`embedensemble.finetune.frozen_layers`). Saved as the top layers' weights alone.
     ``backbone_options`` are passed to ``get_backbone_spec`` (e.g. ``pooling``, ``task``).
+    ``head`` (``pooled-finetune``): ``"linear"`` on the pooled embedding, or ``"label_attention"``: one
+    learned attention query per emotion over the token states, each emotion scoring its own pooled vector.
     ``normalise``: the member reads :func:`embedensemble.normalise.normalise_tweet`'s view of each text
     (emoji as words, segmented hashtags, placeholders) when training and predicting; subword tokenizers
     map most emoji to an unknown token, so a fine-tuned encoder sees them only this way.
@@ -96,6 +99,7 @@ class FinetuneArgs:
     train_top_layers: int | None = None
     frozen_cache_gb: float = 2.0
     backbone_options: dict[str, Any] = field(default_factory=dict)
+    head: str = "linear"
 
     DEFAULT_MAX_LENGTH: ClassVar[int] = 128
 
@@ -170,6 +174,10 @@ class FinetuneArgs:
                 f"{where}: 'train_top_layers' needs kind 'pooled-finetune' with adapter \"none\" "
                 f"(got kind {kind!r}, adapter {self.adapter!r})"
             )
+        if self.head not in HEADS:
+            raise ConfigError(f"{where}: 'head' {self.head!r} is not one of {list(HEADS)}")
+        if self.head != "linear" and (kind != "pooled-finetune" or self.packing):
+            raise ConfigError(f"{where}: 'head' {self.head!r} needs kind 'pooled-finetune' without 'packing'")
         if self.early_stopping_patience is not None and self.eval_fraction == 0.0:
             raise ConfigError(f"{where}: 'early_stopping_patience' needs 'eval_fraction' > 0")
 

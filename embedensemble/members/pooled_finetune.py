@@ -62,7 +62,7 @@ class PooledFinetuneMember(FinetuneMember):
                 cache_key=f"{self.config.backbone}|{self.device}|{self.bf16}",
                 max_bytes=int(self.args.frozen_cache_gb * 2**30),
             )
-        model = PooledClassifier(backbone, hidden_size(backbone), pooling)
+        model = PooledClassifier(backbone, hidden_size(backbone), pooling, head=self.args.head)
         model.head.to(self.device)
         self.model = model
 
@@ -83,6 +83,8 @@ class PooledFinetuneMember(FinetuneMember):
         return vectors
 
     def _predict_proba(self, texts: list[str]) -> np.ndarray:
+        if self.args.head != "linear":  # the head reads token states, not the pooled embedding
+            return super()._predict_proba(texts)
         pooled = np.array(self._pooled(texts))
         head = self.model.head
         with torch.no_grad():
