@@ -80,7 +80,9 @@ class ThresholdOptimizer:
         own = grid[np.argmax(smoothed, axis=1)]
         weight = self.shrinkage * self.prior_count / (self.prior_count + labels.sum(0))
         thresholds = own + np.clip(weight, 0, 1) * (pooled - own)
-        if self.objective != "macro_f1":
+        # Expected-Jaccard decoding uses no thresholds: they stay the per-emotion F1 ones (reported, never applied)
+        # rather than paying for a coordinate ascent whose result nothing reads.
+        if self.objective != "macro_f1" and self.decision != "expected_jaccard":
             thresholds = self._coordinate_ascent(proba, labels, thresholds)
         self.thresholds_ = np.round(thresholds, 4)
         return self

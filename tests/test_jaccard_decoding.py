@@ -79,3 +79,15 @@ def test_stack_config_decision() -> None:
     assert ThresholdOptimizer.from_stack(StackConfig(objective="jaccard", decision="thresholds")).decision == "thresholds"
     # Another objective than the config's (``stack --objective``) uses that objective's own rule.
     assert ThresholdOptimizer.from_stack(StackConfig(decision="thresholds"), "jaccard").decision == "expected_jaccard"
+
+
+def test_expected_jaccard_decoding_skips_the_threshold_search_it_never_applies(monkeypatch) -> None:
+    rng = np.random.default_rng(5)
+    labels = (rng.random((120, N_LABELS)) < 0.3).astype(int)
+    proba = np.clip(labels * 0.4 + rng.random(labels.shape) * 0.6, 0, 1)
+    f1_thresholds = ThresholdOptimizer("macro_f1").fit(proba, labels).thresholds_
+    monkeypatch.setattr(ThresholdOptimizer, "_coordinate_ascent", lambda *a: pytest.fail("searched thresholds"))
+    decoding = ThresholdOptimizer("jaccard").fit(proba, labels)
+    assert np.array_equal(decoding.thresholds_, f1_thresholds)  # reported, per-emotion F1 ones
+    with pytest.raises(pytest.fail.Exception, match="searched"):
+        ThresholdOptimizer("jaccard", decision="thresholds").fit(proba, labels)
