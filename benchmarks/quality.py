@@ -4,6 +4,7 @@
     python -m benchmarks.quality --render      # docs/quality.md from benchmarks/results/quality_config.json
     python -m benchmarks.quality --dev-run artifacts/quality-semeval --dev-only   # add the dev final check
     python -m benchmarks.quality --candidates-run artifacts/quality-candidates --dev-only   # add the rejected candidates
+    python -m benchmarks.quality --seed-runs artifacts/quality-seed7 --dev-only   # add refits with other seeds
 
 Input: one run folder of ``experiments/quality.json`` fitted cold on the Kaggle folder (``/usr/bin/time -v``
 output in ``--time-file`` gives the cold wall time and peak memory). Every score is nested (thresholds
@@ -251,6 +252,25 @@ def measure(run: Path, meta_seeds: list[int], held_out: Path | None, time_file: 
     }
 
 
+def fit_seeds(runs: list[Path], meta_seeds: list[int], held_out: Path | None, kept: list[str]) -> dict[str, Any]:
+    """The kept members' stack (macro-F1; Jaccard with expected-Jaccard decoding) and the default members' stack,
+    once per fit of the config with another seed (folds and models): the spread a refit brings."""
+    from embedensemble.fileio import read_json
+
+    default = [m["name"] for m in read_json(ROOT / "experiments" / "default.json")["members"]]
+    rows = []
+    for run in runs:
+        scorer = Scorer(run, meta_seeds, held_out)
+        missing = sorted(set(kept) - set(scorer.names))
+        if missing:
+            raise SystemExit(f"{run}: the run lacks the kept members {missing}")
+        rows.append({"run": str(run), "fit_seed": read_json(run / "config.json").get("seed"),
+                     "quality": _summary(scorer.stack(kept)),
+                     "jaccard": _summary(scorer.stack(kept, objective="jaccard", decision="expected_jaccard")),
+                     "default": _summary(scorer.stack([m for m in default if m in scorer.names]))})
+    return {"rows": rows, "created": now_iso()}
+
+
 def dev_check(run: Path) -> dict[str, Any]:
     """The stack (thresholds for macro-F1, then for Jaccard) and each member of a SemEval-train run, on dev."""
     from embedensemble.run_folder import RunFolder
@@ -291,14 +311,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doc", type=Path, default=DOC)
     parser.add_argument("--render", action="store_true")
     parser.add_argument("--dev-run", type=Path, help="the config fitted on SemEval train: scored once on dev (final check)")
-    parser.add_argument("--dev-only", action="store_true", help="keep the OOF results; (re)score only --dev-run / --candidates-run")
+    parser.add_argument("--dev-only", action="store_true",
+                        help="keep the OOF results; (re)score only --dev-run / --candidates-run / --seed-runs")
+    parser.add_argument("--seed-runs", help="comma-separated runs of the config fitted with other --seed values: the spread over fits")
     parser.add_argument("--candidates-run", type=Path, help="a run with the kept members plus candidates: each candidate's gain")
     args = parser.parse_args(argv)
     setup_logging(False)
     from embedensemble.fileio import read_json, write_json
 
-    if args.dev_only and not (args.dev_run or args.candidates_run):
-        parser.error("--dev-only needs --dev-run or --candidates-run")
+    if args.dev_only and not (args.dev_run or args.candidates_run or args.seed_runs):
+        parser.error("--dev-only needs --dev-run, --candidates-run or --seed-runs")
     if not args.render:
         earlier = read_json(args.out) if args.out.is_file() else {}
         if args.dev_only:
@@ -315,6 +337,10 @@ def main(argv: list[str] | None = None) -> int:
             result["candidates"] = merge_candidates(earlier.get("candidates"), found)
         elif earlier.get("candidates") and sorted(_candidates_kept(earlier)) == sorted(result["selection"]["kept"]):
             result["candidates"] = earlier["candidates"]  # a new OOF measure keeps candidates scored against the same set
+        if args.seed_runs:
+            runs = [Path(result["run"])] + [Path(r) for r in args.seed_runs.split(",")]
+            held_out = args.held_out if str(args.held_out) else None
+            result["fit_seeds"] = fit_seeds(runs, result["meta_seeds"], held_out, result["selection"]["kept"])
         write_json(args.out, result)
     args.doc.write_text(render(read_json(args.out)), encoding="utf-8")
     logger.info("wrote %s", args.doc)

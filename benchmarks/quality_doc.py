@@ -31,6 +31,7 @@ def render(result: dict[str, Any]) -> str:
         lines.append(" | ".join([f"| {name}"] + [f"{s[m]['mean']:.4f} ± {s[m]['sd']:.4f}" for m in METRICS]) + " |")
     lines += _additions_table(result)
     lines += _candidates_table(result.get("candidates"), sel["rule_min_gain"])
+    lines += _fit_seed_lines(result.get("fit_seeds"))
     lines += _dev_lines(result.get("dev_check"), result.get("finetune_precision"))
     rule = f"drop a member only if that gains >= {sel['rule_min_gain']} macro-F1 on average and in every meta seed"
     lines += ["", f"## Selection (rule fixed before looking: {rule})", ""]
@@ -110,4 +111,21 @@ def _dev_lines(dev: dict[str, Any] | None, oof_precision: str | None = None) -> 
     rows |= {f"member {n} alone": s for n, s in dev["macro_f1"]["members"].items()}
     for name, s in rows.items():
         lines.append(f"| {name} | {s['macro_f1']:.4f} | {s['micro_f1']:.4f} | {s['jaccard']:.4f} |")
+    return lines
+
+
+def _fit_seed_lines(found: dict[str, Any] | None) -> list[str]:
+    if not found or len(found["rows"]) < 2:
+        return []
+    lines = ["", "## Across fits with other seeds (folds and models)", "",
+             ("Each row: the whole config fitted with that seed, scored like the rest of this page (mean over meta seeds); "
+              "the last row: mean ± sd over the fits."), "",
+             "| run | fit seed | quality macro-F1 | objective jaccard: Jaccard | micro-F1 | default members macro-F1 |",
+             "|---|---|---|---|---|---|"]
+    cells = [("quality", "macro_f1"), ("jaccard", "jaccard"), ("jaccard", "micro_f1"), ("default", "macro_f1")]
+    for row in found["rows"]:
+        lines.append(f"| `{row['run']}` | {row['fit_seed']} | " + " | ".join(f"{row[k][m]['mean']:.4f}" for k, m in cells) + " |")
+    spread = [[row[k][m]["mean"] for row in found["rows"]] for k, m in cells]
+    lines.append(f"| mean ± sd ({len(found['rows'])} fits) | – | "
+                 + " | ".join(f"{np.mean(v):.4f} ± {np.std(v, ddof=1):.4f}" for v in spread) + " |")
     return lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import bf16, int8, quality, quality_doc
@@ -157,3 +158,29 @@ def test_candidates_fitted_in_batches_keep_earlier_rows_scored_against_the_same_
     assert "| a | head: x | 0.5000 | 0.6100 |" in table and "| c | head: x | 0.5000 | 0.6120 |" in table
     # against another kept set the earlier rows would compare different stacks: they are dropped
     assert list(quality.merge_candidates(earlier, found("new", 0.6, ["c"], ["k1"]))["rows"]) == ["c"]
+
+
+def test_fits_with_other_seeds_are_scored_alike_and_rendered_with_their_spread(tmp_path) -> None:
+    from synthetic import write_kaggle
+
+    from embedensemble import EnsembleConfig
+    from embedensemble.config import CVConfig, MemberConfig
+    from embedensemble.data import load_dataset
+    from embedensemble.training import fit_ensemble
+
+    members = [MemberConfig(name="tfidf-logreg", features="tfidf", head="logreg"),
+               MemberConfig(name="tfidf-ridge", features="tfidf", head="ridge")]
+    splits = load_dataset(write_kaggle(tmp_path / "k", n_train=150, n_test=10))
+    for seed in (1, 2):
+        config = EnsembleConfig(name="q", seed=seed, members=members, cv=CVConfig(n_folds=3, seed=seed))
+        fit_ensemble(config, splits.train, run_dir=tmp_path / f"run{seed}")
+    found = quality.fit_seeds([tmp_path / "run1", tmp_path / "run2"], [0, 1], None, ["tfidf-logreg", "tfidf-ridge"])
+    assert [row["fit_seed"] for row in found["rows"]] == [1, 2]
+    second = quality.Scorer(tmp_path / "run2", [0, 1], None)
+    assert found["rows"][1]["quality"] == quality._summary(second.stack(["tfidf-logreg", "tfidf-ridge"]))
+    assert found["rows"][1]["default"] == quality._summary(second.stack(["tfidf-logreg"]))  # the default.json members it has
+    lines = "\n".join(quality_doc._fit_seed_lines(found))
+    means = [row["quality"]["macro_f1"]["mean"] for row in found["rows"]]
+    assert f"| mean ± sd (2 fits) | – | {np.mean(means):.4f} ± {np.std(means, ddof=1):.4f} |" in lines
+    with pytest.raises(SystemExit, match="lacks the kept members"):
+        quality.fit_seeds([tmp_path / "run1"], [0], None, ["mpnet-ft-top3"])
