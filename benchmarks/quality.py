@@ -216,6 +216,16 @@ def merge_candidates(earlier: dict[str, Any] | None, found: dict[str, Any]) -> d
     return found | {"rows": kept_rows | found["rows"]}
 
 
+def carry_over(earlier: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """What a new OOF measure keeps of the earlier result: the dev check (another run, dated on its own) and the
+    candidates when they were scored against the same kept members. Refits with other seeds are not kept: they
+    are compared with the main run, which the new measure replaced."""
+    kept = {"dev_check": earlier["dev_check"]} if earlier.get("dev_check") else {}
+    if earlier.get("candidates") and sorted(_candidates_kept(earlier)) == sorted(result["selection"]["kept"]):
+        kept["candidates"] = earlier["candidates"]
+    return kept | result
+
+
 def measure(run: Path, meta_seeds: list[int], held_out: Path | None, time_file: Path | None) -> dict[str, Any]:
     from embedensemble.fileio import read_json
 
@@ -328,15 +338,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             seeds = [int(s) for s in args.meta_seeds.split(",")]
             result = measure(args.run, seeds, args.held_out if str(args.held_out) else None, args.time_file)
-            result.update({"created": now_iso(), "machine": machine_info()})
+            result = carry_over(earlier, result | {"created": now_iso(), "machine": machine_info()})
         if args.dev_run:
             result["dev_check"] = dev_check(args.dev_run) | {"created": now_iso()}
         if args.candidates_run:
             held_out = args.held_out if str(args.held_out) else None
             found = candidates(args.candidates_run, result["meta_seeds"], held_out, result["selection"]["kept"])
             result["candidates"] = merge_candidates(earlier.get("candidates"), found)
-        elif earlier.get("candidates") and sorted(_candidates_kept(earlier)) == sorted(result["selection"]["kept"]):
-            result["candidates"] = earlier["candidates"]  # a new OOF measure keeps candidates scored against the same set
         if args.seed_runs:
             runs = [Path(result["run"])] + [Path(r) for r in args.seed_runs.split(",")]
             held_out = args.held_out if str(args.held_out) else None

@@ -184,3 +184,14 @@ def test_fits_with_other_seeds_are_scored_alike_and_rendered_with_their_spread(t
     assert f"| mean ± sd (2 fits) | – | {np.mean(means):.4f} ± {np.std(means, ddof=1):.4f} |" in lines
     with pytest.raises(SystemExit, match="lacks the kept members"):
         quality.fit_seeds([tmp_path / "run1"], [0], None, ["mpnet-ft-top3"])
+
+
+def test_a_new_oof_measure_keeps_the_dev_check_and_candidates_scored_against_the_same_kept_set() -> None:
+    earlier = {"dev_check": {"n_eval": 886}, "candidates": {"kept": ["a", "b"], "rows": {}}, "fit_seeds": {"rows": []},
+               "selection": {"kept": ["a", "b"]}}
+    same = quality.carry_over(earlier, {"selection": {"kept": ["b", "a"]}, "run": "new"})
+    assert same["dev_check"] == {"n_eval": 886} and same["candidates"] == earlier["candidates"]
+    assert "fit_seeds" not in same  # refits are compared with the main run the new measure replaced
+    other = quality.carry_over(earlier, {"selection": {"kept": ["a"]}, "run": "new"})
+    assert "candidates" not in other and other["dev_check"] == {"n_eval": 886}
+    assert quality.carry_over({}, {"selection": {"kept": ["a"]}}) == {"selection": {"kept": ["a"]}}
