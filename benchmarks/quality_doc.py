@@ -52,7 +52,7 @@ def render(result: dict[str, Any]) -> str:
               f"- macro-F1 {quality['macro_f1']['mean']:.4f} (target >= {t['macro_f1']}): {'met' if macro_ok else 'MISSED'}.",
               (f"- objective jaccard: Jaccard {jaccard['jaccard']['mean']:.4f} (>= {t['jaccard']}), micro-F1 "
                f"{jaccard['micro_f1']['mean']:.4f} (>= {t['micro_f1_with_jaccard']}): {'met' if jac_ok else 'MISSED'}."),
-              (f"- cold fit + stack on 2 cores (every candidate member, empty cache): {minutes} min (target <= {t['cold_minutes']}), "
+              (f"- cold fit + stack on 2 cores of {result.get('machine', {}).get('cpu', '?')} (every candidate member, empty cache): {minutes} min (target <= {t['cold_minutes']}), "
                f"peak memory {cost.get('peak_rss_gb')} GB." if minutes else "- cold fit time: not measured."), "",
               f"Measured {result.get('created', '?')}."]
     return "\n".join(lines) + "\n"

@@ -146,7 +146,8 @@ def _quality_config_rows(qc: dict[str, Any] | None, int8: dict[str, Any] | None)
                          f"SemEval dev ({dev['n_eval']} tweets; fitted on SemEval train)", "stacker OOF of train",
                          "nothing: a final check ([docs/quality.md](docs/quality.md))"])
         if cost.get("cold_fit_minutes"):
-            rows.append(["`quality` config cold fit + stack (every candidate member, 2 cores), wall time / peak memory",
+            cpu = qc.get("machine", {}).get("cpu", "?")
+            rows.append([f"`quality` config cold fit + stack (every candidate member, 2 cores of {cpu}), wall time / peak memory",
                          f"{cost['cold_fit_minutes']:.0f} min / {cost['peak_rss_gb']:.1f} GB", "Kaggle train + test", "–", "–"])
     if int8 and int8.get("speed"):
         sides = int8["speed"]["sides"]
