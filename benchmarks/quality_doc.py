@@ -32,7 +32,7 @@ def render(result: dict[str, Any]) -> str:
     lines += _additions_table(result)
     lines += _candidates_table(result.get("candidates"), sel["rule_min_gain"])
     lines += _fit_seed_lines(result.get("fit_seeds"))
-    lines += _dev_lines(result.get("dev_check"), result.get("finetune_precision"))
+    lines += _dev_lines(result.get("dev_check"), result.get("finetune_precision"), sel["kept"])
     rule = f"drop a member only if that gains >= {sel['rule_min_gain']} macro-F1 on average and in every meta seed"
     lines += ["", f"## Selection (rule fixed before looking: {rule})", ""]
     for label, steps, kept in (("quality", sel["steps"], sel["kept"]),
@@ -98,7 +98,12 @@ def _candidates_table(found: dict[str, Any] | None, min_gain: float) -> list[str
     return lines
 
 
-def _dev_lines(dev: dict[str, Any] | None, oof_precision: str | None = None) -> list[str]:
+def dev_missing_members(dev: dict[str, Any], kept: list[str]) -> list[str]:
+    """Kept members the dev run did not stack (the dev check predates them)."""
+    return sorted(set(kept) - set(dev["macro_f1"]["members"]))
+
+
+def _dev_lines(dev: dict[str, Any] | None, oof_precision: str | None = None, kept: list[str] | None = None) -> list[str]:
     if not dev:
         return []
     lines = ["", f"## Final check on SemEval dev ({dev['n_eval']} tweets; the config fitted on SemEval train; chose nothing)", "",
@@ -106,6 +111,9 @@ def _dev_lines(dev: dict[str, Any] | None, oof_precision: str | None = None) -> 
     if oof_precision and dev.get("finetune_precision", "auto") != oof_precision:
         lines.append(f"The dev run's fine-tunes ran with precision {dev.get('finetune_precision', 'auto')!r} (fp32 on this CPU), the "
                      f"OOF run's with {oof_precision!r}: this check predates the precision change and was not re-run.")
+    missing = dev_missing_members(dev, kept or [])
+    if missing:
+        lines.append(f"The dev run predates the kept members {missing}: its stack is the config without them.")
     lines += ["", "| model | macro-F1 | micro-F1 | Jaccard |", "|---|---|---|---|"]
     rows = {label: dev[key]["stack"] for key, label in DEV_LABELS.items()}
     rows |= {f"member {n} alone": s for n, s in dev["macro_f1"]["members"].items()}

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from . import quality_doc
+
 SAME_ROWS = "oof_thresholds_tuned_on_same_rows"
 
 
@@ -141,7 +143,9 @@ def _quality_config_rows(qc: dict[str, Any] | None, int8: dict[str, Any] | None)
         dev = qc.get("dev_check")
         if dev:
             macro, jac = dev["macro_f1"]["stack"], dev["jaccard_decoding"]["stack"]
-            rows.append(["`quality` config stack, macro-F1; with expected-Jaccard decoding: Jaccard / micro-F1",
+            missing = quality_doc.dev_missing_members(dev, qc["selection"]["kept"])
+            without = f" without {', '.join(missing)} (the dev run predates them)" if missing else ""
+            rows.append([f"`quality` config{without} stack, macro-F1; with expected-Jaccard decoding: Jaccard / micro-F1",
                          f"{macro['macro_f1']:.3f}; {jac['jaccard']:.3f} / {jac['micro_f1']:.3f}",
                          f"SemEval dev ({dev['n_eval']} tweets; fitted on SemEval train)", "stacker OOF of train",
                          "nothing: a final check ([docs/quality.md](docs/quality.md))"])

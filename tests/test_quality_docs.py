@@ -195,3 +195,11 @@ def test_a_new_oof_measure_keeps_the_dev_check_and_candidates_scored_against_the
     other = quality.carry_over(earlier, {"selection": {"kept": ["a"]}, "run": "new"})
     assert "candidates" not in other and other["dev_check"] == {"n_eval": 886}
     assert quality.carry_over({}, {"selection": {"kept": ["a"]}}) == {"selection": {"kept": ["a"]}}
+
+
+def test_a_dev_check_older_than_a_kept_member_says_which_members_it_lacks() -> None:
+    row = {"macro_f1": 0.6, "micro_f1": 0.7, "jaccard": 0.6}
+    dev = {"n_eval": 10, **{key: {"stack": row, "members": {"a": row}} for key in quality.DEV_STACKS}}
+    assert quality_doc.dev_missing_members(dev, ["a", "b"]) == ["b"]
+    assert any("predates the kept members ['b']" in line for line in quality_doc._dev_lines(dev, None, ["a", "b"]))
+    assert not any("predates" in line for line in quality_doc._dev_lines(dev, None, ["a"]))
