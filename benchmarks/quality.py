@@ -179,7 +179,8 @@ def _describe(member: dict[str, Any]) -> str:
 
 def candidates(run: Path, meta_seeds: list[int], held_out: Path | None, kept: list[str]) -> dict[str, Any]:
     """Members of ``run`` outside ``kept``, each added alone to the kept members' stack: gains per meta seed
-    for macro-F1 (thresholds) and for Jaccard (expected-Jaccard decoding). The same join rule as the drop rule."""
+    for macro-F1 (thresholds) and for Jaccard (expected-Jaccard decoding); ``gain_rule``: the drop rule's threshold
+    passed (whether it joins also depends on the time budget: :func:`apply_time_budget`), and its 5-fold fit minutes."""
     from embedensemble.fileio import read_json
 
     scorer = Scorer(run, meta_seeds, held_out)
@@ -192,12 +193,25 @@ def candidates(run: Path, meta_seeds: list[int], held_out: Path | None, kept: li
     for name in (n for n in scorer.names if n not in kept):
         macro = _gains(scorer.stack(kept + [name]), base)
         jaccard = _gains(scorer.stack(kept + [name], objective="jaccard", decision="expected_jaccard"), base_jaccard, "jaccard")
+        seconds = read_json(run / "members" / name / "member.json").get("fit_seconds")
         rows[name] = {"what": _describe(configs[name]), "alone": nested_scores_row(scorer.member(name)),
                       "macro_f1_gains": [round(g, 4) for g in macro], "jaccard_gains": [round(g, 4) for g in jaccard],
-                      "joins": _passes(macro)}
+                      "gain_rule": _passes(macro), "fit_minutes": round(seconds / 60, 1) if seconds else None}
     for row in rows.values():
         row |= {"run": str(run), "baseline_macro_f1": _summary(base)["macro_f1"]["mean"]}
     return {"run": str(run), "kept": list(kept), "baseline": _summary(base), "rows": rows, "created": now_iso()}
+
+
+def apply_time_budget(found: dict[str, Any], cold_minutes: float | None, budget: float = TARGETS["cold_minutes"]) -> dict[str, Any]:
+    """Each candidate joins only if it passes the gain rule and the config stays within the cold-time budget with it:
+    the kept config's measured cold minutes plus the candidate's own 5-fold fit minutes. Unknown times do not block
+    (the row says so). Rows from before ``gain_rule`` was recorded hold it as ``joins``."""
+    for row in found["rows"].values():
+        row["gain_rule"] = row.get("gain_rule", row.get("joins", False))
+        fit = row.get("fit_minutes")
+        row["cold_minutes_with"] = round(cold_minutes + fit, 1) if cold_minutes and fit else None
+        row["joins"] = row["gain_rule"] and (row["cold_minutes_with"] is None or row["cold_minutes_with"] <= budget)
+    return found | {"time_budget_minutes": budget}
 
 
 def _candidates_kept(result: dict[str, Any]) -> list[str]:
@@ -345,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             held_out = args.held_out if str(args.held_out) else None
             found = candidates(args.candidates_run, result["meta_seeds"], held_out, result["selection"]["kept"])
             result["candidates"] = merge_candidates(earlier.get("candidates"), found)
+        if result.get("candidates"):
+            result["candidates"] = apply_time_budget(result["candidates"], result.get("cost", {}).get("cold_fit_minutes"))
         if args.seed_runs:
             runs = [Path(result["run"])] + [Path(r) for r in args.seed_runs.split(",")]
             held_out = args.held_out if str(args.held_out) else None

@@ -87,15 +87,23 @@ def _candidates_table(found: dict[str, Any] | None, min_gain: float) -> list[str
              (f"Run `{found['run']}` (and earlier candidate runs): the quality run's members plus the candidates, cross-fitted "
               f"on the same folds; the kept members' stack scores {base:.4f} there (column 'over': the kept stack each gain "
               f"was measured against). A candidate joins only if it gains >= {min_gain} macro-F1 on average "
-              "and in every meta seed. Jaccard: with expected-Jaccard decoding. Spread: sd over meta seeds."), "",
-             "| candidate | what | alone macro-F1 | over | stack macro-F1 gain | stack Jaccard gain | joins |",
-             "|---|---|---|---|---|---|---|"]
+              f"and in every meta seed, and the config stays within the {found.get('time_budget_minutes', '?')}-min cold-time "
+              "budget with it (column 'cold min with': the kept config's measured cold fit + stack plus the candidate's "
+              "5-fold fit). Jaccard: with expected-Jaccard decoding. Spread: sd over meta seeds."), "",
+             "| candidate | what | alone macro-F1 | over | stack macro-F1 gain | stack Jaccard gain | fit min | cold min with | joins |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, row in found["rows"].items():
         cells = [f"{np.mean(row[k]):+.4f} ± {np.std(row[k], ddof=1) if len(row[k]) > 1 else 0.0:.4f}" for k in ("macro_f1_gains", "jaccard_gains")]
         over = row.get("baseline_macro_f1", base)
         lines.append(f"| {name} | {row['what']} | {row['alone']['macro_f1']:.4f} | {over:.4f} | {cells[0]} | {cells[1]} | "
-                     f"{'yes' if row['joins'] else 'no'} |")
+                     f"{row.get('fit_minutes') or '–'} | {row.get('cold_minutes_with') or '–'} | {_join_verdict(row)} |")
     return lines
+
+
+def _join_verdict(row: dict[str, Any]) -> str:
+    if row["joins"]:
+        return "yes"
+    return "no: over the time budget" if row.get("gain_rule") else "no"
 
 
 def dev_missing_members(dev: dict[str, Any], kept: list[str]) -> list[str]:

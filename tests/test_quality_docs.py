@@ -125,11 +125,22 @@ def test_candidates_are_each_added_alone_to_the_kept_stack_and_rendered(tmp_path
     assert set(found["rows"]) == {"tfidf-ridge"} and row["what"] == "head: tfidf + ridge, normalised tweets"
     assert row["macro_f1_gains"] == [round(g, 4) for g in quality._gains(scorer.stack(["tfidf-logreg", "tfidf-ridge"]),
                                                                            scorer.stack(["tfidf-logreg"]))]
-    assert row["joins"] == quality._passes(row["macro_f1_gains"])
-    lines = "\n".join(quality_doc._candidates_table(found, 0.003))
+    assert row["gain_rule"] == quality._passes(row["macro_f1_gains"]) and row["fit_minutes"] is not None
+    lines = "\n".join(quality_doc._candidates_table(quality.apply_time_budget(found, None), 0.003))
     assert f"| tfidf-ridge | head: tfidf + ridge, normalised tweets | {row['alone']['macro_f1']:.4f} |" in lines
     with pytest.raises(SystemExit, match="lacks the kept members"):
         quality.candidates(tmp_path / "run", [0], None, ["mpnet-ft-top3"])
+
+
+def test_a_candidate_that_passes_the_gain_rule_joins_only_within_the_cold_time_budget() -> None:
+    rows = {"fast": {"gain_rule": True, "fit_minutes": 10.0}, "slow": {"gain_rule": True, "fit_minutes": 30.0},
+            "weak": {"gain_rule": False, "fit_minutes": 1.0}, "old": {"joins": True}}  # "old": recorded before fit times
+    found = quality.apply_time_budget({"rows": rows}, cold_minutes=70.0, budget=90)
+    verdicts = {name: (row["joins"], row["cold_minutes_with"]) for name, row in found["rows"].items()}
+    assert verdicts == {"fast": (True, 80.0), "slow": (False, 100.0), "weak": (False, 71.0), "old": (True, None)}
+    assert [quality_doc._join_verdict(found["rows"][n]) for n in ("fast", "slow", "weak")] == ["yes", "no: over the time budget", "no"]
+    unmeasured = quality.apply_time_budget({"rows": {"slow": {"gain_rule": True, "fit_minutes": 30.0}}}, cold_minutes=None)
+    assert unmeasured["rows"]["slow"]["joins"] and unmeasured["time_budget_minutes"] == quality.TARGETS["cold_minutes"]
 
 
 def test_dev_check_names_a_precision_other_than_the_oof_runs(tmp_path) -> None:
