@@ -197,9 +197,23 @@ def candidates(run: Path, meta_seeds: list[int], held_out: Path | None, kept: li
         rows[name] = {"what": _describe(configs[name]), "alone": nested_scores_row(scorer.member(name)),
                       "macro_f1_gains": [round(g, 4) for g in macro], "jaccard_gains": [round(g, 4) for g in jaccard],
                       "gain_rule": _passes(macro), "fit_minutes": round(seconds / 60, 1) if seconds else None}
+        twin = refit_twin(configs, kept, name)
+        if twin:  # a kept member refitted with another seed: does the member's own gain hold for this fit too?
+            rest = [k for k in kept if k != twin]
+            without = scorer.stack(rest)
+            rows[name]["refit_of"] = {"member": twin, "member_gains": [round(g, 4) for g in _gains(base, without)],
+                                      "refit_gains": [round(g, 4) for g in _gains(scorer.stack(rest + [name]), without)]}
     for row in rows.values():
         row |= {"run": str(run), "baseline_macro_f1": _summary(base)["macro_f1"]["mean"]}
     return {"run": str(run), "kept": list(kept), "baseline": _summary(base), "rows": rows, "created": now_iso()}
+
+
+def refit_twin(configs: dict[str, dict[str, Any]], kept: list[str], name: str) -> str | None:
+    """The kept member whose config ``name``'s equals but for the name and ``params.seed`` (a refit), or None."""
+    def core(member: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in member.items() if k != "name"} | {"params": {k: v for k, v in (member.get("params") or {}).items() if k != "seed"}}
+
+    return next((k for k in kept if k in configs and core(configs[k]) == core(configs[name])), None)
 
 
 def apply_time_budget(found: dict[str, Any], cold_minutes: float | None, budget: float = TARGETS["cold_minutes"]) -> dict[str, Any]:

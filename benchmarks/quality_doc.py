@@ -97,6 +97,20 @@ def _candidates_table(found: dict[str, Any] | None, min_gain: float) -> list[str
         over = row.get("baseline_macro_f1", base)
         lines.append(f"| {name} | {row['what']} | {row['alone']['macro_f1']:.4f} | {over:.4f} | {cells[0]} | {cells[1]} | "
                      f"{row.get('fit_minutes') or '–'} | {row.get('cold_minutes_with') or '–'} | {_join_verdict(row)} |")
+    return lines + _refit_lines(found["rows"])
+
+
+def _refit_lines(rows: dict[str, Any]) -> list[str]:
+    """Candidates that refit a kept member with another seed: both fits' gains over the kept stack without that member."""
+    refits = {name: row["refit_of"] for name, row in rows.items() if row.get("refit_of")}
+    if not refits:
+        return []
+    lines = ["", ("Fit-seed checks: a candidate that refits a kept member with another seed, and that member, each added "
+                  "to the kept stack without the member (macro-F1 gain, mean ± sd over meta seeds, per meta seed):"), ""]
+    for name, twin in refits.items():
+        cells = [f"{np.mean(g):+.4f} ± {np.std(g, ddof=1) if len(g) > 1 else 0.0:.4f} ({', '.join(f'{x:+.4f}' for x in g)})"
+                 for g in (twin["member_gains"], twin["refit_gains"])]
+        lines.append(f"- {twin['member']}: {cells[0]}; its refit {name}: {cells[1]}.")
     return lines
 
 

@@ -132,6 +132,36 @@ def test_candidates_are_each_added_alone_to_the_kept_stack_and_rendered(tmp_path
         quality.candidates(tmp_path / "run", [0], None, ["mpnet-ft-top3"])
 
 
+def test_a_candidate_that_refits_a_kept_member_with_another_seed_is_scored_in_its_place(tmp_path) -> None:
+    from synthetic import write_kaggle
+
+    from embedensemble import EnsembleConfig
+    from embedensemble.config import CVConfig, MemberConfig
+    from embedensemble.data import load_dataset
+    from embedensemble.training import fit_ensemble
+
+    members = [MemberConfig(name="tfidf-logreg", features="tfidf", head="logreg"),
+               MemberConfig(name="tfidf-lgbm", features="tfidf", head="lgbm", head_params={"n_estimators": 20}),
+               MemberConfig(name="tfidf-lgbm-s2", features="tfidf", head="lgbm", head_params={"n_estimators": 20})]  # a head takes no seed
+    splits = load_dataset(write_kaggle(tmp_path / "k", n_train=150, n_test=10))
+    fit_ensemble(EnsembleConfig(name="cand", members=members, cv=CVConfig(n_folds=3)), splits.train, run_dir=tmp_path / "run")
+
+    kept = ["tfidf-logreg", "tfidf-lgbm"]
+    found = quality.candidates(tmp_path / "run", [0, 1], None, kept)
+    scorer = quality.Scorer(tmp_path / "run", [0, 1], None)
+    refit = found["rows"]["tfidf-lgbm-s2"]["refit_of"]
+    alone = scorer.stack(["tfidf-logreg"])
+    assert refit == {"member": "tfidf-lgbm",
+                     "member_gains": [round(g, 4) for g in quality._gains(scorer.stack(kept), alone)],
+                     "refit_gains": [round(g, 4) for g in quality._gains(scorer.stack(["tfidf-logreg", "tfidf-lgbm-s2"]), alone)]}
+    tuned = {"kind": "pooled-finetune", "params": {"train_top_layers": 6}}
+    configs = {"top6": {"name": "top6", **tuned}, "top6-s7": {"name": "top6-s7", "kind": "pooled-finetune", "params": {"train_top_layers": 6, "seed": 7}},
+               "top3-s7": {"name": "top3-s7", "kind": "pooled-finetune", "params": {"train_top_layers": 3, "seed": 7}}}
+    assert quality.refit_twin(configs, ["top6"], "top6-s7") == "top6" and quality.refit_twin(configs, ["top6"], "top3-s7") is None
+    text = "\n".join(quality_doc._candidates_table(quality.apply_time_budget(found, None), 0.003))
+    assert "- tfidf-lgbm: " in text and "its refit tfidf-lgbm-s2: " in text
+
+
 def test_a_candidate_that_passes_the_gain_rule_joins_only_within_the_cold_time_budget() -> None:
     rows = {"fast": {"gain_rule": True, "fit_minutes": 10.0}, "slow": {"gain_rule": True, "fit_minutes": 30.0},
             "weak": {"gain_rule": False, "fit_minutes": 1.0}, "old": {"joins": True}}  # "old": recorded before fit times
