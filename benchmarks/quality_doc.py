@@ -93,7 +93,7 @@ def _candidates_table(found: dict[str, Any] | None, min_gain: float) -> list[str
              "| candidate | what | alone macro-F1 | over | stack macro-F1 gain | stack Jaccard gain | fit min | cold min with | joins |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, row in found["rows"].items():
-        cells = [f"{np.mean(row[k]):+.4f} ± {np.std(row[k], ddof=1) if len(row[k]) > 1 else 0.0:.4f}" for k in ("macro_f1_gains", "jaccard_gains")]
+        cells = [_gain_cell(row[k]) for k in ("macro_f1_gains", "jaccard_gains")]
         over = row.get("baseline_macro_f1", base)
         lines.append(f"| {name} | {row['what']} | {row['alone']['macro_f1']:.4f} | {over:.4f} | {cells[0]} | {cells[1]} | "
                      f"{row.get('fit_minutes') or '–'} | {row.get('cold_minutes_with') or '–'} | {_join_verdict(row)} |")
@@ -108,10 +108,13 @@ def _refit_lines(rows: dict[str, Any]) -> list[str]:
     lines = ["", ("Fit-seed checks: a candidate that refits a kept member with another seed, and that member, each added "
                   "to the kept stack without the member (macro-F1 gain, mean ± sd over meta seeds, per meta seed):"), ""]
     for name, twin in refits.items():
-        cells = [f"{np.mean(g):+.4f} ± {np.std(g, ddof=1) if len(g) > 1 else 0.0:.4f} ({', '.join(f'{x:+.4f}' for x in g)})"
-                 for g in (twin["member_gains"], twin["refit_gains"])]
+        cells = [f"{_gain_cell(g)} ({', '.join(f'{x:+.4f}' for x in g)})" for g in (twin["member_gains"], twin["refit_gains"])]
         lines.append(f"- {twin['member']}: {cells[0]}; its refit {name}: {cells[1]}.")
     return lines
+
+
+def _gain_cell(gains: list[float]) -> str:
+    return f"{np.mean(gains):+.4f} ± {np.std(gains, ddof=1) if len(gains) > 1 else 0.0:.4f}"
 
 
 def _join_verdict(row: dict[str, Any]) -> str:
