@@ -89,7 +89,7 @@ def _candidates_table(found: dict[str, Any] | None, min_gain: float) -> list[str
               f"was measured against). A candidate joins only if it gains >= {min_gain} macro-F1 on average "
               f"and in every meta seed, and the config stays within the {found.get('time_budget_minutes', '?')}-min cold-time "
               "budget with it (column 'cold min with': the kept config's measured cold fit + stack plus the candidate's "
-              "5-fold fit). Jaccard: with expected-Jaccard decoding. Spread: sd over meta seeds."), "",
+              "5-fold fit as timed in its candidates run, not a cold run of its own; unknown times do not block). Jaccard: with expected-Jaccard decoding. Spread: sd over meta seeds."), "",
              "| candidate | what | alone macro-F1 | over | stack macro-F1 gain | stack Jaccard gain | fit min | cold min with | joins |",
              "|---|---|---|---|---|---|---|---|---|"]
     for name, row in found["rows"].items():
