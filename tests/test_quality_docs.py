@@ -154,8 +154,7 @@ def test_a_candidate_that_refits_a_kept_member_with_another_seed_is_scored_in_it
     assert refit == {"member": "tfidf-lgbm",
                      "member_gains": [round(g, 4) for g in quality._gains(scorer.stack(kept), alone)],
                      "refit_gains": [round(g, 4) for g in quality._gains(scorer.stack(["tfidf-logreg", "tfidf-lgbm-s2"]), alone)]}
-    tuned = {"kind": "pooled-finetune", "params": {"train_top_layers": 6}}
-    configs = {"top6": {"name": "top6", **tuned}, "top6-s7": {"name": "top6-s7", "kind": "pooled-finetune", "params": {"train_top_layers": 6, "seed": 7}},
+    configs = {"top6": {"name": "top6", "kind": "pooled-finetune", "params": {"train_top_layers": 6}}, "top6-s7": {"name": "top6-s7", "kind": "pooled-finetune", "params": {"train_top_layers": 6, "seed": 7}},
                "top3-s7": {"name": "top3-s7", "kind": "pooled-finetune", "params": {"train_top_layers": 3, "seed": 7}}}
     assert quality.refit_twin(configs, ["top6"], "top6-s7") == "top6" and quality.refit_twin(configs, ["top6"], "top3-s7") is None
     text = "\n".join(quality_doc._candidates_table(quality.apply_time_budget(found, None), 0.003))
