@@ -172,6 +172,7 @@ def _describe(member: dict[str, Any]) -> str:
     tuned = [f"top {params['train_top_layers']} layers" if params.get("train_top_layers") else "",
              f"{params['head'].replace('_', '-')} head" if params.get("head", "linear") != "linear" else "",
              f"pos_weight {params['pos_weight']}" if params.get("pos_weight") else "",
+             f"weight EMA {params['ema_decay']}" if params.get("ema_decay") else "",
              f"seed {params['seed']}" if params.get("seed") is not None else ""] if kind.endswith("finetune") else []
     extra = "".join(f", {t}" for t in tuned if t)
     return f"{kind}: {what}{pooled}{head}{normalised}{extra}"

@@ -40,7 +40,9 @@ class FinetuneArgs:
     Optimisation: AdamW with ``lr`` (default by adapter, see ``DEFAULT_LR``), ``head_lr`` for the
     new classification head (default ``lr``), ``weight_decay``, ``warmup_ratio`` then
     ``scheduler`` decay, ``max_grad_norm``; ``epochs`` or ``max_steps`` (whichever ends first),
-    ``batch_size`` x ``grad_accum`` texts per optimizer step. ``pos_weight`` weighs positive
+    ``batch_size`` x ``grad_accum`` texts per optimizer step. ``ema_decay`` (e.g. 0.995) keeps an
+    exponential moving average of the trainable weights and ends with it instead of the last step's
+    (:mod:`embedensemble.finetune.averaging`; not with ``eval_fraction``). ``pos_weight`` weighs positive
     labels in the BCE loss: ``"auto"`` (negatives/positives per emotion, clipped to
     ``pos_weight_max``), a list of 11 numbers, or ``None``.
 
@@ -98,6 +100,7 @@ class FinetuneArgs:
     normalise: bool = False
     train_top_layers: int | None = None
     frozen_cache_gb: float = 2.0
+    ema_decay: float | None = None
     backbone_options: dict[str, Any] = field(default_factory=dict)
     head: str = "linear"
 
@@ -178,6 +181,12 @@ class FinetuneArgs:
             raise ConfigError(f"{where}: 'head' {self.head!r} is not one of {list(HEADS)}")
         if self.head != "linear" and (kind != "pooled-finetune" or self.packing):
             raise ConfigError(f"{where}: 'head' {self.head!r} needs kind 'pooled-finetune' without 'packing'")
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ConfigError(f"{where}: 'ema_decay' must be in (0, 1), got {self.ema_decay!r}")
+        if self.ema_decay is not None and self.eval_fraction > 0.0:
+            raise ConfigError(
+                f"{where}: 'ema_decay' keeps the averaged weights and 'eval_fraction' the best step's weights: set one"
+            )
         if self.early_stopping_patience is not None and self.eval_fraction == 0.0:
             raise ConfigError(f"{where}: 'early_stopping_patience' needs 'eval_fraction' > 0")
 

@@ -76,6 +76,7 @@ def save_checkpoint(
     state: LoopState,
     fingerprint: str,
     best_weights: dict[str, torch.Tensor] | None = None,
+    averaged_weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write ``checkpoint-<step>`` atomically and drop the older ones."""
     workdir = Path(workdir)
@@ -87,6 +88,8 @@ def save_checkpoint(
     write_tensors(tmp / "trainable.safetensors", copy_trainable_state(model))
     if best_weights is not None:
         write_tensors(tmp / "best.safetensors", best_weights)
+    if averaged_weights is not None:
+        write_tensors(tmp / "averaged.safetensors", averaged_weights)
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     write_tensors(tmp / "optimizer.safetensors", opt_tensors)
     write_tensors(tmp / "rng.safetensors", _rng_state())
@@ -117,10 +120,11 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
-) -> tuple[LoopState, dict[str, torch.Tensor] | None] | None:
+) -> tuple[LoopState, dict[str, torch.Tensor] | None, dict[str, torch.Tensor] | None] | None:
     """Restore a checkpoint into ``model``/``optimizer``/``scheduler`` and the RNGs.
 
-    Returns None, restoring nothing, when the checkpoint belongs to different data or settings.
+    Returns the loop state, the best step's weights and the weight average (each None when the run
+    kept none), or None, restoring nothing, when the checkpoint belongs to different data or settings.
     """
     meta = read_json(path / "state.json")
     if meta.get("fingerprint") != fingerprint:
@@ -131,7 +135,8 @@ def load_checkpoint(
     scheduler.load_state_dict(meta["scheduler"])
     _set_rng_state(read_tensors(path / "rng.safetensors"))
     best = read_tensors(path / "best.safetensors") if (path / "best.safetensors").is_file() else None
-    return LoopState(**meta["loop"]), best
+    averaged = read_tensors(path / "averaged.safetensors") if (path / "averaged.safetensors").is_file() else None
+    return LoopState(**meta["loop"]), best, averaged
 
 
 # -- serialisation -----------------------------------------------------------------------------------

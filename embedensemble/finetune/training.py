@@ -23,6 +23,7 @@ from .._logging import get_logger, progress
 from ..backbones.tokens import TextFormat, collate, length_sorted_batches
 from ..errors import NumericalError
 from .args import FinetuneArgs
+from .averaging import WeightAverage
 from .batching import length_bucketed_batches
 from .checkpoint import (
     LoopState,
@@ -144,6 +145,7 @@ def train(
     optimizer = build_optimizer(model, args, is_head)
     scheduler = build_scheduler(optimizer, args, total_steps)
     torch.manual_seed(seed)  # drives dropout; restored from the checkpoint when resuming
+    average = WeightAverage(model, args.ema_decay) if args.ema_decay is not None else None
     state, best_weights, resumed_from = LoopState(), None, None
     checkpoint = latest_checkpoint(workdir)
     if checkpoint is not None:
@@ -151,7 +153,9 @@ def train(
         if restored is None:
             remove_checkpoints(workdir)
         else:
-            state, best_weights = restored
+            state, best_weights, averaged = restored
+            if average is not None and averaged is not None:
+                average.load(averaged)
             resumed_from = state.step
             logger.info("resuming from %s (step %d of %d)", checkpoint, state.step, total_steps)
 
@@ -200,6 +204,8 @@ def train(
         optimizer.step()
         scheduler.step()
         state.step += 1
+        if average is not None:
+            average.update(model, state.step)
         record = {"step": state.step, "loss": step_loss, "lr": float(scheduler.get_last_lr()[0]), "examples": n_step}
         if device.type == "cuda":
             torch.cuda.synchronize(device)  # so the per-step clock below measures finished work
@@ -218,6 +224,7 @@ def train(
                 state=state,
                 fingerprint=fingerprint,
                 best_weights=best_weights,
+                averaged_weights=None if average is None else average.shadow,
             )
         if step_callback is not None:
             step_callback(state.step, record)
@@ -231,6 +238,8 @@ def train(
     seconds = time.perf_counter() - start
     if best_weights is not None and state.best_step != state.step:
         load_trainable_state(model, best_weights)
+    if average is not None:  # args validation keeps this apart from best-step selection
+        average.copy_to(model)
     model.eval()
     return {
         "steps": state.step,
