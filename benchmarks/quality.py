@@ -37,61 +37,17 @@ from typing import Any
 import numpy as np
 
 from . import RESULTS_DIR, ROOT, logger, machine_info, now_iso, setup_logging
-from .ablation import DATA, METRICS, SEMEVAL, _kept_rows, _library_stacker, _member_oof, nested_scores, stack_oof
+from .ablation import DATA, SEMEVAL
+from .quality_candidates import _candidates_kept, apply_time_budget, candidates, merge_candidates
 from .quality_doc import render
+from .quality_scoring import MIN_GAIN, TARGETS, Scorer, _gains, _mean, _passes, _summary, nested_scores_row
 
 DOC = ROOT / "docs" / "quality.md"
 OUT = RESULTS_DIR / "quality_config.json"
-MIN_GAIN = 0.003
-TARGETS = {"macro_f1": 0.62, "jaccard": 0.62, "micro_f1_with_jaccard": 0.72, "cold_minutes": 90}
 FINETUNE_CPU = ["tfidf-logreg", "minilm-logreg", "minilm-lgbm", "mpnet-logreg", "minilm-ft", "ftminilm-logreg"]
 # The dev check's stacks: key -> (objective, decision).
 DEV_STACKS = {"macro_f1": ("macro_f1", "thresholds"), "jaccard_thresholds": ("jaccard", "thresholds"),
               "jaccard_decoding": ("jaccard", "expected_jaccard")}
-STACKERS = {"logreg": {"features": "same_emotion"}, "lgbm": {"meta_learner": "lgbm", "features": "all"}}
-
-
-class Scorer:
-    """Nested scores of stacks over subsets of one run's members, on the kept rows, per meta seed (memoised)."""
-
-    def __init__(self, run: Path, meta_seeds: list[int], held_out: Path | None) -> None:
-        from embedensemble.config import CVConfig
-        from embedensemble.cv import make_folds
-        from embedensemble.fileio import read_json
-
-        self.names = [m["name"] for m in read_json(run / "config.json")["members"]]
-        keep, self.dev_rows_removed = _kept_rows(run, held_out)
-        self.proba = _member_oof(run, self.names)[keep]
-        self.labels = np.load(run / "train_labels.npy")[keep].astype(int)
-        self.run_folds = np.load(run / "folds_kfold.npy")[keep]
-        self.meta_folds = [make_folds(self.labels, CVConfig(seed=s)) for s in meta_seeds]
-        self._memo: dict[tuple, list[dict[str, float]]] = {}
-
-    def member(self, name: str) -> dict[str, float]:
-        return nested_scores(self.proba[:, self.names.index(name)], self.labels, self.run_folds, {})
-
-    def stack(self, members: list[str], stacker: str = "logreg", objective: str = "macro_f1", decision: str = "auto") -> list[dict[str, Any]]:
-        key = (tuple(sorted(members)), stacker, objective, decision)
-        if key not in self._memo:
-            cols = [self.names.index(m) for m in members]
-            fit_predict = _library_stacker(**STACKERS[stacker])
-            self._memo[key] = [
-                nested_scores(stack_oof(fit_predict, self.proba[:, cols], self.labels, folds), self.labels, folds, {"decision": decision}, objective)
-                for folds in self.meta_folds
-            ]
-        return self._memo[key]
-
-
-def _mean(scores: list[dict[str, Any]], metric: str = "macro_f1") -> float:
-    return float(np.mean([s[metric] for s in scores]))
-
-
-def _gains(better: list[dict[str, Any]], base: list[dict[str, Any]], metric: str = "macro_f1") -> list[float]:
-    return [b[metric] - a[metric] for b, a in zip(better, base)]
-
-
-def _passes(gains: list[float]) -> bool:
-    return float(np.mean(gains)) >= MIN_GAIN and min(gains) > 0
 
 
 def backward_elimination(scorer: Scorer, start: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
@@ -109,11 +65,6 @@ def backward_elimination(scorer: Scorer, start: list[str]) -> tuple[list[str], l
         steps[-1]["dropped"] = best
         kept.remove(best)
     return kept, steps
-
-
-def _summary(scores: list[dict[str, Any]]) -> dict[str, Any]:
-    return {m: {"mean": round(_mean(scores, m), 4), "sd": round(float(np.std([s[m] for s in scores], ddof=1)), 4) if len(scores) > 1 else None,
-                "per_meta_seed": [round(s[m], 4) for s in scores]} for m in METRICS}
 
 
 def _fit_cost(time_file: Path | None) -> dict[str, Any]:
@@ -159,90 +110,6 @@ def additions(scorer: Scorer, default_members: list[str]) -> dict[str, Any]:
     rows = {m: {"gains": [round(g, 4) for g in _gains(scorer.stack(default_members + [m]), base)]} for m in extra}
     rows["all additions"] = {"gains": [round(g, 4) for g in _gains(scorer.stack(scorer.names), base)]}
     return {"baseline": _summary(base), "rows": rows}
-
-
-def _describe(member: dict[str, Any]) -> str:
-    what = member.get("features") or member.get("backbone") or "?"
-    params = member.get("params") or {}
-    normalised = ", normalised tweets" if params.get("normalise") else ""
-    layer = (params.get("backbone_options") or {}).get("hidden_layer")
-    pooled = f" (layer {layer}, {params['backbone_options'].get('pooling', 'mean')}-pooled)" if layer else ""
-    kind = member.get("kind", "head")
-    head = f" + {member['head']}" if member.get("head") and not kind.endswith("finetune") else ""  # fine-tunes carry their own head
-    tuned = [f"top {params['train_top_layers']} layers" if params.get("train_top_layers") else "",
-             f"{params['head'].replace('_', '-')} head" if params.get("head", "linear") != "linear" else "",
-             f"pos_weight {params['pos_weight']}" if params.get("pos_weight") else "",
-             f"weight EMA {params['ema_decay']}" if params.get("ema_decay") else "",
-             f"seed {params['seed']}" if params.get("seed") is not None else ""] if kind.endswith("finetune") else []
-    extra = "".join(f", {t}" for t in tuned if t)
-    return f"{kind}: {what}{pooled}{head}{normalised}{extra}"
-
-
-def candidates(run: Path, meta_seeds: list[int], held_out: Path | None, kept: list[str]) -> dict[str, Any]:
-    """Members of ``run`` outside ``kept``, each added alone to the kept members' stack: gains per meta seed
-    for macro-F1 (thresholds) and for Jaccard (expected-Jaccard decoding); ``gain_rule``: the drop rule's threshold
-    passed (whether it joins also depends on the time budget: :func:`apply_time_budget`), and its 5-fold fit minutes."""
-    from embedensemble.fileio import read_json
-
-    scorer = Scorer(run, meta_seeds, held_out)
-    missing = sorted(set(kept) - set(scorer.names))
-    if missing:
-        raise SystemExit(f"{run}: the candidates run lacks the kept members {missing}")
-    configs = {m["name"]: m for m in read_json(run / "config.json")["members"]}
-    base, base_jaccard = scorer.stack(kept), scorer.stack(kept, objective="jaccard", decision="expected_jaccard")
-    rows = {}
-    for name in (n for n in scorer.names if n not in kept):
-        macro = _gains(scorer.stack(kept + [name]), base)
-        jaccard = _gains(scorer.stack(kept + [name], objective="jaccard", decision="expected_jaccard"), base_jaccard, "jaccard")
-        seconds = read_json(run / "members" / name / "member.json").get("fit_seconds")
-        rows[name] = {"what": _describe(configs[name]), "alone": nested_scores_row(scorer.member(name)),
-                      "macro_f1_gains": [round(g, 4) for g in macro], "jaccard_gains": [round(g, 4) for g in jaccard],
-                      "gain_rule": _passes(macro), "fit_minutes": round(seconds / 60, 1) if seconds else None}
-        twin = refit_twin(configs, kept, name)
-        if twin:  # a kept member refitted with another seed: does the member's own gain hold for this fit too?
-            rest = [k for k in kept if k != twin]
-            without = scorer.stack(rest)
-            rows[name]["refit_of"] = {"member": twin, "member_gains": [round(g, 4) for g in _gains(base, without)],
-                                      "refit_gains": [round(g, 4) for g in _gains(scorer.stack(rest + [name]), without)]}
-    for row in rows.values():
-        row |= {"run": str(run), "baseline_macro_f1": _summary(base)["macro_f1"]["mean"]}
-    return {"run": str(run), "kept": list(kept), "baseline": _summary(base), "rows": rows, "created": now_iso()}
-
-
-def refit_twin(configs: dict[str, dict[str, Any]], kept: list[str], name: str) -> str | None:
-    """The kept member whose config ``name``'s equals but for the name and ``params.seed`` (a refit), or None."""
-    def core(member: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in member.items() if k != "name"} | {"params": {k: v for k, v in (member.get("params") or {}).items() if k != "seed"}}
-
-    return next((k for k in kept if k in configs and core(configs[k]) == core(configs[name])), None)
-
-
-def apply_time_budget(found: dict[str, Any], cold_minutes: float | None, budget: float = TARGETS["cold_minutes"]) -> dict[str, Any]:
-    """Each candidate joins only if it passes the gain rule and the config stays within the cold-time budget with it:
-    the kept config's measured cold minutes plus the candidate's own 5-fold fit minutes. Unknown times do not block
-    (the row says so). Rows from before ``gain_rule`` was recorded hold it as ``joins``."""
-    for row in found["rows"].values():
-        row["gain_rule"] = row.get("gain_rule", row.get("joins", False))
-        fit = row.get("fit_minutes")
-        row["cold_minutes_with"] = round(cold_minutes + fit, 1) if cold_minutes and fit else None
-        row["joins"] = row["gain_rule"] and (row["cold_minutes_with"] is None or row["cold_minutes_with"] <= budget)
-    return found | {"time_budget_minutes": budget}
-
-
-def _candidates_kept(result: dict[str, Any]) -> list[str]:
-    """The kept members a result's candidates were scored against (older results did not record them)."""
-    return result["candidates"].get("kept", result["selection"]["kept"])
-
-
-def merge_candidates(earlier: dict[str, Any] | None, found: dict[str, Any]) -> dict[str, Any]:
-    """``found`` plus the rows of ``earlier`` it did not re-measure, when both were scored against the same kept
-    members (candidates are fitted in batches; a row keeps the run and the baseline it was measured against)."""
-    if not earlier or sorted(earlier.get("kept", found["kept"])) != sorted(found["kept"]):
-        return found
-    base = earlier["baseline"]["macro_f1"]["mean"]
-    kept_rows = {name: {"run": earlier["run"], "baseline_macro_f1": base} | row
-                 for name, row in earlier["rows"].items() if name not in found["rows"]}
-    return found | {"rows": kept_rows | found["rows"]}
 
 
 def carry_over(earlier: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
@@ -334,10 +201,6 @@ def finetune_precision(run: Path) -> str:
     found = sorted({(m.get("params") or {}).get("precision", "auto") for m in read_json(run / "config.json")["members"]
                     if m.get("kind", "head").endswith("finetune")})
     return "/".join(found) or "none"
-
-
-def nested_scores_row(scores: dict[str, Any]) -> dict[str, float]:
-    return {m: round(float(scores[m]), 4) for m in METRICS}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -89,14 +89,18 @@ def _candidates_table(found: dict[str, Any] | None, min_gain: float) -> list[str
               f"was measured against). A candidate joins only if it gains >= {min_gain} macro-F1 on average "
               f"and in every meta seed, and the config stays within the {found.get('time_budget_minutes', '?')}-min cold-time "
               "budget with it (column 'cold min with': the kept config's measured cold fit + stack plus the candidate's "
-              "5-fold fit as timed in its candidates run, not a cold run of its own; unknown times do not block). Jaccard: with expected-Jaccard decoding. Spread: sd over meta seeds."), "",
-             "| candidate | what | alone macro-F1 | over | stack macro-F1 gain | stack Jaccard gain | fit min | cold min with | joins |",
-             "|---|---|---|---|---|---|---|---|---|"]
+              "5-fold fit as timed in its candidates run, not a cold run of its own; unknown times do not block). Jaccard: with expected-Jaccard decoding. Spread: sd over meta seeds. "
+              "A candidate that varies a kept member (same kind, backbone and head; other params) is also scored in that "
+              "member's place (column 'in place of': macro-F1 / Jaccard gain over the kept stack); the same rule decides, "
+              "with the member's fit minutes saved."), "",
+             "| candidate | what | alone macro-F1 | over | stack macro-F1 gain | stack Jaccard gain | in place of | fit min | cold min with | joins |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in found["rows"].items():
         cells = [_gain_cell(row[k]) for k in ("macro_f1_gains", "jaccard_gains")]
         over = row.get("baseline_macro_f1", base)
         lines.append(f"| {name} | {row['what']} | {row['alone']['macro_f1']:.4f} | {over:.4f} | {cells[0]} | {cells[1]} | "
-                     f"{row.get('fit_minutes') or '–'} | {row.get('cold_minutes_with') or '–'} | {_join_verdict(row)} |")
+                     f"{_in_place_cell(row)} | {row.get('fit_minutes') or '–'} | {row.get('cold_minutes_with') or '–'} | "
+                     f"{_join_verdict(row)} |")
     return lines + _refit_lines(found["rows"])
 
 
@@ -117,9 +121,18 @@ def _gain_cell(gains: list[float]) -> str:
     return f"{np.mean(gains):+.4f} ± {np.std(gains, ddof=1) if len(gains) > 1 else 0.0:.4f}"
 
 
+def _in_place_cell(row: dict[str, Any]) -> str:
+    swap = row.get("in_place_of")
+    if not swap:
+        return "–"
+    return f"{swap['member']}: {_gain_cell(swap['macro_f1_gains'])} / {_gain_cell(swap['jaccard_gains'])}"
+
+
 def _join_verdict(row: dict[str, Any]) -> str:
     if row["joins"]:
         return "yes"
+    if (row.get("in_place_of") or {}).get("joins"):
+        return f"in place of {row['in_place_of']['member']}"
     return "no: over the time budget" if row.get("gain_rule") else "no"
 
 

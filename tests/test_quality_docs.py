@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import bf16, int8, quality, quality_doc
+from benchmarks import bf16, int8, quality, quality_candidates, quality_doc
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,17 +119,17 @@ def test_candidates_are_each_added_alone_to_the_kept_stack_and_rendered(tmp_path
     splits = load_dataset(write_kaggle(tmp_path / "k", n_train=150, n_test=10))
     fit_ensemble(EnsembleConfig(name="cand", members=members, cv=CVConfig(n_folds=3)), splits.train, run_dir=tmp_path / "run")
 
-    found = quality.candidates(tmp_path / "run", [0, 1], None, ["tfidf-logreg"])
+    found = quality_candidates.candidates(tmp_path / "run", [0, 1], None, ["tfidf-logreg"])
     scorer = quality.Scorer(tmp_path / "run", [0, 1], None)
     row = found["rows"]["tfidf-ridge"]
     assert set(found["rows"]) == {"tfidf-ridge"} and row["what"] == "head: tfidf + ridge, normalised tweets"
     assert row["macro_f1_gains"] == [round(g, 4) for g in quality._gains(scorer.stack(["tfidf-logreg", "tfidf-ridge"]),
                                                                            scorer.stack(["tfidf-logreg"]))]
     assert row["gain_rule"] == quality._passes(row["macro_f1_gains"]) and row["fit_minutes"] is not None
-    lines = "\n".join(quality_doc._candidates_table(quality.apply_time_budget(found, None), 0.003))
+    lines = "\n".join(quality_doc._candidates_table(quality_candidates.apply_time_budget(found, None), 0.003))
     assert f"| tfidf-ridge | head: tfidf + ridge, normalised tweets | {row['alone']['macro_f1']:.4f} |" in lines
     with pytest.raises(SystemExit, match="lacks the kept members"):
-        quality.candidates(tmp_path / "run", [0], None, ["mpnet-ft-top3"])
+        quality_candidates.candidates(tmp_path / "run", [0], None, ["mpnet-ft-top3"])
 
 
 def test_a_candidate_that_refits_a_kept_member_with_another_seed_is_scored_in_its_place(tmp_path) -> None:
@@ -147,7 +147,7 @@ def test_a_candidate_that_refits_a_kept_member_with_another_seed_is_scored_in_it
     fit_ensemble(EnsembleConfig(name="cand", members=members, cv=CVConfig(n_folds=3)), splits.train, run_dir=tmp_path / "run")
 
     kept = ["tfidf-logreg", "tfidf-lgbm"]
-    found = quality.candidates(tmp_path / "run", [0, 1], None, kept)
+    found = quality_candidates.candidates(tmp_path / "run", [0, 1], None, kept)
     scorer = quality.Scorer(tmp_path / "run", [0, 1], None)
     refit = found["rows"]["tfidf-lgbm-s2"]["refit_of"]
     alone = scorer.stack(["tfidf-logreg"])
@@ -156,19 +156,48 @@ def test_a_candidate_that_refits_a_kept_member_with_another_seed_is_scored_in_it
                      "refit_gains": [round(g, 4) for g in quality._gains(scorer.stack(["tfidf-logreg", "tfidf-lgbm-s2"]), alone)]}
     configs = {"top6": {"name": "top6", "kind": "pooled-finetune", "params": {"train_top_layers": 6}}, "top6-s7": {"name": "top6-s7", "kind": "pooled-finetune", "params": {"train_top_layers": 6, "seed": 7}},
                "top3-s7": {"name": "top3-s7", "kind": "pooled-finetune", "params": {"train_top_layers": 3, "seed": 7}}}
-    assert quality.refit_twin(configs, ["top6"], "top6-s7") == "top6" and quality.refit_twin(configs, ["top6"], "top3-s7") is None
-    text = "\n".join(quality_doc._candidates_table(quality.apply_time_budget(found, None), 0.003))
+    assert quality_candidates.refit_twin(configs, ["top6"], "top6-s7") == "top6" and quality_candidates.refit_twin(configs, ["top6"], "top3-s7") is None
+    swap = found["rows"]["tfidf-lgbm-s2"]["in_place_of"]
+    assert swap["member"] == "tfidf-lgbm" and swap["member_fit_minutes"] is not None
+    assert swap["macro_f1_gains"] == [round(g, 4) for g in quality._gains(scorer.stack(["tfidf-logreg", "tfidf-lgbm-s2"]), scorer.stack(kept))]
+    text = "\n".join(quality_doc._candidates_table(quality_candidates.apply_time_budget(found, None), 0.003))
     assert "- tfidf-lgbm: " in text and "its refit tfidf-lgbm-s2: " in text
+
+
+def test_a_candidate_varies_the_kept_member_of_its_kind_and_source_with_the_fewest_other_params() -> None:
+    def finetune(name: str, **params) -> dict:
+        return {"name": name, "kind": "pooled-finetune", "backbone": "mpnet", "params": params}
+
+    configs = {c["name"]: c for c in [
+        finetune("top3", train_top_layers=3), finetune("top6", train_top_layers=6), finetune("minilm-ft") | {"backbone": "minilm"},
+        finetune("top6-pw", train_top_layers=6, pos_weight="auto"), finetune("top3-pw", train_top_layers=3, pos_weight="auto", seed=7),
+        {"name": "tfidf-logreg", "kind": "head", "features": "tfidf", "head": "logreg"},
+        {"name": "minilm-logreg", "kind": "head", "features": "minilm", "head": "logreg"}]}
+    kept = ["tfidf-logreg", "top3", "minilm-ft", "top6"]
+    assert [quality_candidates.variant_of(configs, kept, n) for n in ("top6-pw", "top3-pw", "minilm-logreg")] == ["top6", "top3", None]
+    assert quality_candidates.variant_of(configs, ["top3", "top6"], "top6-pw") == "top6"
+
+
+def test_a_candidate_in_a_kept_members_place_joins_by_the_same_rule_with_that_members_minutes_saved() -> None:
+    def row(gains: list[float], fit: float, saved: float) -> dict:
+        return {"gain_rule": False, "fit_minutes": fit, "in_place_of": {"member": "m", "macro_f1_gains": gains, "member_fit_minutes": saved}}
+
+    rows = {"swap": row([0.004, 0.003, 0.005], 40.0, 38.0), "slow": row([0.004, 0.003, 0.005], 40.0, 10.0),
+            "weak": row([0.004, -0.001, 0.005], 40.0, 38.0)}
+    found = quality_candidates.apply_time_budget({"rows": rows}, cold_minutes=82.0, budget=90)
+    assert {n: (r["in_place_of"]["joins"], r["in_place_of"]["cold_minutes_with"]) for n, r in found["rows"].items()} == {
+        "swap": (True, 84.0), "slow": (False, 112.0), "weak": (False, 84.0)}
+    assert [quality_doc._join_verdict(found["rows"][n]) for n in ("swap", "slow", "weak")] == ["in place of m", "no", "no"]
 
 
 def test_a_candidate_that_passes_the_gain_rule_joins_only_within_the_cold_time_budget() -> None:
     rows = {"fast": {"gain_rule": True, "fit_minutes": 10.0}, "slow": {"gain_rule": True, "fit_minutes": 30.0},
             "weak": {"gain_rule": False, "fit_minutes": 1.0}, "old": {"joins": True}}  # "old": recorded before fit times
-    found = quality.apply_time_budget({"rows": rows}, cold_minutes=70.0, budget=90)
+    found = quality_candidates.apply_time_budget({"rows": rows}, cold_minutes=70.0, budget=90)
     verdicts = {name: (row["joins"], row["cold_minutes_with"]) for name, row in found["rows"].items()}
     assert verdicts == {"fast": (True, 80.0), "slow": (False, 100.0), "weak": (False, 71.0), "old": (True, None)}
     assert [quality_doc._join_verdict(found["rows"][n]) for n in ("fast", "slow", "weak")] == ["yes", "no: over the time budget", "no"]
-    unmeasured = quality.apply_time_budget({"rows": {"slow": {"gain_rule": True, "fit_minutes": 30.0}}}, cold_minutes=None)
+    unmeasured = quality_candidates.apply_time_budget({"rows": {"slow": {"gain_rule": True, "fit_minutes": 30.0}}}, cold_minutes=None)
     assert unmeasured["rows"]["slow"]["joins"] and unmeasured["time_budget_minutes"] == quality.TARGETS["cold_minutes"]
 
 
@@ -190,14 +219,14 @@ def test_candidates_fitted_in_batches_keep_earlier_rows_scored_against_the_same_
 
     earlier = found("old", 0.61, ["a", "b"], ["k1", "k2"])
     del earlier["rows"]["a"]["run"], earlier["rows"]["a"]["baseline_macro_f1"]  # rows written before these were recorded
-    merged = quality.merge_candidates(earlier, found("new", 0.612, ["b", "c"], ["k2", "k1"]))
+    merged = quality_candidates.merge_candidates(earlier, found("new", 0.612, ["b", "c"], ["k2", "k1"]))
     assert list(merged["rows"]) == ["a", "b", "c"] and merged["run"] == "new"
     assert merged["rows"]["a"]["run"] == "old" and merged["rows"]["a"]["baseline_macro_f1"] == 0.61
     assert merged["rows"]["b"]["run"] == "new"  # re-measured rows replace earlier ones
     table = "\n".join(quality_doc._candidates_table(merged, 0.003))
     assert "| a | head: x | 0.5000 | 0.6100 |" in table and "| c | head: x | 0.5000 | 0.6120 |" in table
     # against another kept set the earlier rows would compare different stacks: they are dropped
-    assert list(quality.merge_candidates(earlier, found("new", 0.6, ["c"], ["k1"]))["rows"]) == ["c"]
+    assert list(quality_candidates.merge_candidates(earlier, found("new", 0.6, ["c"], ["k1"]))["rows"]) == ["c"]
 
 
 def test_fits_with_other_seeds_are_scored_alike_and_rendered_with_their_spread(tmp_path) -> None:
