@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .checkpoint import load_trainable_state, trainable_state
+from .checkpoint import copy_named, load_trainable_state, trainable_state
 
 
 class WeightAverage:
@@ -40,11 +40,7 @@ class WeightAverage:
 
     def load(self, tensors: dict[str, torch.Tensor]) -> None:
         """Restore the average from a checkpoint's tensors (same names as the trainable weights)."""
-        missing = sorted(set(self.shadow) - set(tensors))
-        if missing:
-            raise RuntimeError(f"checkpoint lacks averaged weights {missing[:5]}{'...' if len(missing) > 5 else ''}")
-        for name, value in self.shadow.items():
-            value.copy_(tensors[name].to(value.device, value.dtype))
+        copy_named(self.shadow, tensors, "averaged weights")
 
     def copy_to(self, model: torch.nn.Module) -> None:
         """Put the averaged weights into ``model`` (cast to each parameter's dtype)."""

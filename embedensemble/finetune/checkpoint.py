@@ -45,13 +45,17 @@ def copy_trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_trainable_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    params = trainable_state(model)
-    missing = sorted(set(params) - set(tensors))
+    copy_named(trainable_state(model), tensors, "trainable parameters")
+
+
+def copy_named(targets: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], what: str) -> None:
+    """Copy ``tensors`` into the same-named ``targets`` in place (each keeps its device and dtype)."""
+    missing = sorted(set(targets) - set(tensors))
     if missing:
-        raise RuntimeError(f"checkpoint lacks trainable parameters {missing[:5]}{'...' if len(missing) > 5 else ''}")
+        raise RuntimeError(f"checkpoint lacks {what} {missing[:5]}{'...' if len(missing) > 5 else ''}")
     with torch.no_grad():
-        for name, param in params.items():
-            param.copy_(tensors[name].to(param.device))
+        for name, target in targets.items():
+            target.copy_(tensors[name].to(target.device))
 
 
 def latest_checkpoint(workdir: Path | None) -> Path | None:
