@@ -6,8 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from embedensemble.finetune.args import FinetuneArgs
+
 from . import now_iso
 from .quality_scoring import TARGETS, Scorer, _gains, _passes, _summary, nested_scores_row
+
+DEFAULT_EPOCHS = FinetuneArgs.epochs
 
 
 def _describe(member: dict[str, Any]) -> str:
@@ -20,6 +24,7 @@ def _describe(member: dict[str, Any]) -> str:
     head = f" + {member['head']}" if member.get("head") and not kind.endswith("finetune") else ""  # fine-tunes carry their own head
     tuned = [f"top {params['train_top_layers']} layers" if params.get("train_top_layers") else "",
              f"{params['head'].replace('_', '-')} head" if params.get("head", "linear") != "linear" else "",
+             f"{params['epochs']:g} epochs" if params.get("epochs", DEFAULT_EPOCHS) != DEFAULT_EPOCHS else "",
              f"pos_weight {params['pos_weight']}" if params.get("pos_weight") else "",
              f"weight EMA {params['ema_decay']}" if params.get("ema_decay") else "",
              f"seed {params['seed']}" if params.get("seed") is not None else ""] if kind.endswith("finetune") else []

@@ -91,8 +91,8 @@ def _candidates_table(found: dict[str, Any] | None, min_gain: float) -> list[str
               "budget with it (column 'cold min with': the kept config's measured cold fit + stack plus the candidate's "
               "5-fold fit as timed in its candidates run, not a cold run of its own; unknown times do not block). Jaccard: with expected-Jaccard decoding. Spread: sd over meta seeds. "
               "A candidate that varies a kept member (same kind, backbone and head; other params) is also scored in that "
-              "member's place (column 'in place of': macro-F1 / Jaccard gain over the kept stack); the same rule decides, "
-              "with the member's fit minutes saved."), "",
+              "member's place (column 'in place of': macro-F1 / Jaccard gain over the kept stack, and the cold minutes with the swap); "
+              "the same rule decides, with the member's fit minutes saved."), "",
              "| candidate | what | alone macro-F1 | over | stack macro-F1 gain | stack Jaccard gain | in place of | fit min | cold min with | joins |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in found["rows"].items():
@@ -125,7 +125,8 @@ def _in_place_cell(row: dict[str, Any]) -> str:
     swap = row.get("in_place_of")
     if not swap:
         return "–"
-    return f"{swap['member']}: {_gain_cell(swap['macro_f1_gains'])} / {_gain_cell(swap['jaccard_gains'])}"
+    cold = f", cold {swap['cold_minutes_with']} min" if swap.get("cold_minutes_with") else ""
+    return f"{swap['member']}: {_gain_cell(swap['macro_f1_gains'])} / {_gain_cell(swap['jaccard_gains'])}{cold}"
 
 
 def _join_verdict(row: dict[str, Any]) -> str:
