@@ -48,10 +48,9 @@ def candidates(run: Path, meta_seeds: list[int], held_out: Path | None, kept: li
     for name in (n for n in scorer.names if n not in kept):
         macro = _gains(scorer.stack(kept + [name]), base)
         jaccard = _gains(scorer.stack(kept + [name], objective="jaccard", decision="expected_jaccard"), base_jaccard, "jaccard")
-        seconds = read_json(run / "members" / name / "member.json").get("fit_seconds")
         rows[name] = {"what": _describe(configs[name]), "alone": nested_scores_row(scorer.member(name)),
                       "macro_f1_gains": [round(g, 4) for g in macro], "jaccard_gains": [round(g, 4) for g in jaccard],
-                      "gain_rule": _passes(macro), "fit_minutes": round(seconds / 60, 1) if seconds else None}
+                      "gain_rule": _passes(macro), "fit_minutes": _fit_minutes(run, name)}
         varied = variant_of(configs, kept, name)
         if varied:  # the time-neutral question: the candidate in the place of the kept member it varies
             rows[name]["in_place_of"] = _in_place(scorer, run, kept, varied, name, base, base_jaccard)
@@ -69,14 +68,20 @@ def candidates(run: Path, meta_seeds: list[int], held_out: Path | None, kept: li
 def _in_place(scorer: Scorer, run: Path, kept: list[str], member: str, name: str,
               base: list[dict[str, Any]], base_jaccard: list[dict[str, Any]]) -> dict[str, Any]:
     """Gains of the kept stack with ``name`` instead of ``member``, and ``member``'s fit minutes (what the swap saves)."""
-    from embedensemble.fileio import read_json
 
     swapped = [k for k in kept if k != member] + [name]
     macro = _gains(scorer.stack(swapped), base)
     jaccard = _gains(scorer.stack(swapped, objective="jaccard", decision="expected_jaccard"), base_jaccard, "jaccard")
-    seconds = read_json(run / "members" / member / "member.json").get("fit_seconds")
     return {"member": member, "macro_f1_gains": [round(g, 4) for g in macro], "jaccard_gains": [round(g, 4) for g in jaccard],
-            "member_fit_minutes": round(seconds / 60, 1) if seconds else None}
+            "member_fit_minutes": _fit_minutes(run, member)}
+
+
+def _fit_minutes(run: Path, member: str) -> float | None:
+    """A member's 5-fold fit minutes as its run recorded them, or None."""
+    from embedensemble.fileio import read_json
+
+    seconds = read_json(run / "members" / member / "member.json").get("fit_seconds")
+    return round(seconds / 60, 1) if seconds else None
 
 
 def variant_of(configs: dict[str, dict[str, Any]], kept: list[str], name: str) -> str | None:
