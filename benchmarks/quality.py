@@ -5,6 +5,7 @@
     python -m benchmarks.quality --dev-run artifacts/quality-semeval --dev-only   # add the dev final check
     python -m benchmarks.quality --candidates-run artifacts/quality-candidates --dev-only   # add the rejected candidates
     python -m benchmarks.quality --seed-runs artifacts/quality-seed7 --dev-only   # add refits with other seeds
+    python -m benchmarks.candidate_union --out DIR --base RUN RUN2:cand,...   # batches of candidates as one run
 
 Input: one run folder of ``experiments/quality.json`` fitted cold on the Kaggle folder (``/usr/bin/time -v``
 output in ``--time-file`` gives the cold wall time and peak memory). Every score is nested (thresholds
