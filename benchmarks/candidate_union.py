@@ -24,6 +24,8 @@ import numpy as np
 
 from . import logger, setup_logging
 
+UNION_FILE = "union.json"  # in the assembled run: where its members came from (rendered under the candidates table)
+
 
 def _same_array(a: Path, b: Path) -> bool:
     return a.is_file() and b.is_file() and np.array_equal(np.load(a), np.load(b), equal_nan=True)
@@ -84,6 +86,7 @@ def _assemble(path: Path, base: Path, added: dict[Path, dict[str, dict]]) -> dic
     config = read_json(run.config_file)
     config["members"] += [c for found in added.values() for c in found.values()]
     write_json(run.config_file, config)  # replaces the file (temp + rename): the base's hard-linked config is untouched
+    write_json(path / UNION_FILE, {"base": str(base), "linked": {str(s): list(found) for s, found in added.items()}})
     return config
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from embedensemble.finetune.args import FinetuneArgs
 
 from . import now_iso
+from .candidate_union import UNION_FILE
 from .quality_scoring import TARGETS, Scorer, _gains, _passes, _summary, nested_scores_row
 
 DEFAULT_EPOCHS = FinetuneArgs.epochs
@@ -62,7 +63,9 @@ def candidates(run: Path, meta_seeds: list[int], held_out: Path | None, kept: li
                                       "refit_gains": [round(g, 4) for g in _gains(scorer.stack(rest + [name]), without)]}
     for row in rows.values():
         row |= {"run": str(run), "baseline_macro_f1": _summary(base)["macro_f1"]["mean"]}
-    return {"run": str(run), "kept": list(kept), "baseline": _summary(base), "rows": rows, "created": now_iso()}
+    union = run / UNION_FILE
+    assembled = {"assembled_from": read_json(union)} if union.is_file() else {}
+    return {"run": str(run), "kept": list(kept), "baseline": _summary(base), "rows": rows, "created": now_iso()} | assembled
 
 
 def _in_place(scorer: Scorer, run: Path, kept: list[str], member: str, name: str,

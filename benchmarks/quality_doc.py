@@ -79,12 +79,21 @@ def _additions_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _provenance(found: dict[str, Any]) -> str:
+    union = found.get("assembled_from")
+    if not union:
+        return "and earlier candidate runs"
+    sources = ", ".join(f"`{run}` ({', '.join(names)})" for run, names in union["linked"].items())
+    return (f"`benchmarks.candidate_union` linked into one run: `{union['base']}` and the candidates of {sources}, fitted in "
+            "batches on the same folds; the members they share are bit-identical fits")
+
+
 def _candidates_table(found: dict[str, Any] | None, min_gain: float) -> list[str]:
     if not found:
         return []
     base = found["baseline"]["macro_f1"]["mean"]
     lines = ["", "## Tried and not kept: each candidate added alone to the kept members' stack", "",
-             (f"Run `{found['run']}` (and earlier candidate runs): the quality run's members plus the candidates, cross-fitted "
+             (f"Run `{found['run']}` ({_provenance(found)}): the quality run's members plus the candidates, cross-fitted "
               f"on the same folds; the kept members' stack scores {base:.4f} there (column 'over': the kept stack each gain "
               f"was measured against). A candidate joins only if it gains >= {min_gain} macro-F1 on average "
               f"and in every meta seed, and the config stays within the {found.get('time_budget_minutes', '?')}-min cold-time "

@@ -33,8 +33,14 @@ def _members(*names: str, logreg_C: float = 1.0) -> list:
     return [known[n] for n in names]
 
 
+def _without_timings(value):
+    if isinstance(value, dict):
+        return {k: _without_timings(v) for k, v in value.items() if "minutes" not in k and k != "run"}
+    return value
+
+
 def test_the_union_of_two_batches_is_the_run_one_fit_of_all_their_members_leaves(tmp_path) -> None:
-    from benchmarks import quality_candidates
+    from benchmarks import quality_candidates, quality_doc
     from embedensemble.fileio import read_json
     from embedensemble.run_folder import RunFolder
 
@@ -49,11 +55,12 @@ def test_the_union_of_two_batches_is_the_run_one_fit_of_all_their_members_leaves
     assert read_json(union / "config.json")["members"] == read_json(together / "config.json")["members"]
     assert np.array_equal(RunFolder(union).member_stack(names, "oof"), RunFolder(together).member_stack(names, "oof"))
     assert [m["name"] for m in read_json(first / "config.json")["members"]] == names[:2]  # the base is untouched
-    scored = [quality_candidates.candidates(run, [0], None, ["tfidf-logreg"])["rows"] for run in (union, together)]
-    for rows in scored:  # fit minutes are timings, the rest must agree
-        for row in rows.values():
-            row.pop("fit_minutes"), row.pop("run", None)
+    found = [quality_candidates.candidates(run, [0], None, ["tfidf-logreg"]) for run in (union, together)]
+    assert found[0]["assembled_from"] == {"base": str(first), "linked": {str(second): ["tfidf-lgbm"]}} and "assembled_from" not in found[1]
+    scored = [_without_timings(f["rows"]) for f in found]  # fit minutes are timings, the rest must agree
     assert scored[0] == scored[1] and set(scored[0]) == {"tfidf-ridge", "tfidf-lgbm"}
+    text = "\n".join(quality_doc._candidates_table(quality_candidates.apply_time_budget(found[0], None), 0.003))
+    assert f"`{first}` and the candidates of `{second}` (tfidf-lgbm)" in text
 
 
 def test_a_source_with_other_folds_or_another_fit_of_a_shared_member_is_refused_and_nothing_is_written(tmp_path) -> None:
