@@ -71,7 +71,6 @@ def candidates(run: Path, meta_seeds: list[int], held_out: Path | None, kept: li
 def _in_place(scorer: Scorer, run: Path, kept: list[str], member: str, name: str,
               base: list[dict[str, Any]], base_jaccard: list[dict[str, Any]]) -> dict[str, Any]:
     """Gains of the kept stack with ``name`` instead of ``member``, and ``member``'s fit minutes (what the swap saves)."""
-
     swapped = [k for k in kept if k != member] + [name]
     macro = _gains(scorer.stack(swapped), base)
     jaccard = _gains(scorer.stack(swapped, objective="jaccard", decision="expected_jaccard"), base_jaccard, "jaccard")
