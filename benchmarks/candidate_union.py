@@ -56,10 +56,10 @@ def check_source(base: Path, source: Path, names: list[str]) -> dict[str, dict]:
 
 def union_run(out: Path, base: Path, sources: dict[Path, list[str]]) -> list[str]:
     """Write ``out``: a hard-linked copy of ``base`` plus the named members of each source run; returns its members."""
-    added = {source: check_source(base, source, names) for source, names in sources.items()}
-    names = [n for found in added.values() for n in found]
+    names = [n for listed in sources.values() for n in listed]
     if len(set(names)) != len(names):
-        raise SystemExit(f"a member is named by two sources: {sorted(n for n in names if names.count(n) > 1)}")
+        raise SystemExit(f"a member is named twice: {sorted({n for n in names if names.count(n) > 1})}")
+    added = {source: check_source(base, source, listed) for source, listed in sources.items()}
     if out.exists():
         raise SystemExit(f"{out} exists: give a new folder")
     partial = out.with_name(f".{out.name}.partial")  # renamed to ``out`` when complete: no half-assembled run
@@ -97,6 +97,14 @@ def _source(text: str) -> tuple[Path, list[str]]:
     return Path(run), names.split(",")
 
 
+def merge_sources(pairs: list[tuple[Path, list[str]]]) -> dict[Path, list[str]]:
+    """``RUN:members`` pairs by run, a run named twice keeping every member listed (none dropped)."""
+    merged: dict[Path, list[str]] = {}
+    for run, names in pairs:
+        merged.setdefault(run, []).extend(names)
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -104,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sources", nargs="+", type=_source, help="RUN:member[,member...] to link in")
     args = parser.parse_args(argv)
     setup_logging(False)
-    members = union_run(args.out, args.base, dict(args.sources))
+    members = union_run(args.out, args.base, merge_sources(args.sources))
     logger.info("wrote %s: %s", args.out, ", ".join(members))
     return 0
 

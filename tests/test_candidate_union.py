@@ -78,3 +78,11 @@ def test_a_source_with_other_folds_or_another_fit_of_a_shared_member_is_refused_
     with pytest.raises(SystemExit, match="no finished member 'tfidf-nb'"):
         candidate_union.union_run(out, first, {first: ["tfidf-nb"]})
     assert not out.exists() and not list(tmp_path.glob(".union*"))
+
+
+def test_a_run_named_twice_on_the_command_line_keeps_every_member_and_a_member_named_twice_is_refused(tmp_path) -> None:
+    pairs = [candidate_union._source("runs/b:m1"), candidate_union._source("runs/c:m2"), candidate_union._source("runs/b/:m3")]
+    assert candidate_union.merge_sources(pairs) == {Path("runs/b"): ["m1", "m3"], Path("runs/c"): ["m2"]}
+    with pytest.raises(SystemExit, match=r"named twice: \['m1'\]"):
+        candidate_union.union_run(tmp_path / "union", tmp_path / "base", {Path("runs/b"): ["m1", "m3", "m1"]})
+    assert not (tmp_path / "union").exists()
