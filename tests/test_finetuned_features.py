@@ -104,6 +104,7 @@ def test_train_rows_get_only_their_out_of_fold_embedding(fitted):
     # The test split was embedded by every fold model.
     assert all((source_dir / f"test_embeddings_fold{m}.npy").is_file() for m in range(3))
     assert read_json(source_dir / "embeddings.json")["complete"]
+    assert read_json(source_dir / "embeddings.json")["seconds"] > 0  # the pass's cost, for cold-time estimates
 
 
 def test_refit_reuses_tables_and_folds(fitted):

@@ -28,6 +28,7 @@ reads the same source, and the last texts' embeddings are reused, so K heads emb
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,6 +103,7 @@ def ensure_embedding_tables(
         outputs = [part, *(source_dir / split_table_name(split, m) for split in splits)]
         if m in meta["folds_done"] and all(p.is_file() for p in outputs):
             continue
+        started = time.perf_counter()
         model = load_member(source_folds[m], context)
         if not hasattr(model, "embed"):
             raise ConfigError(
@@ -115,6 +117,8 @@ def ensure_embedding_tables(
         if hasattr(model, "release"):
             model.release()
         meta["folds_done"] = sorted({*meta["folds_done"], m})
+        # the pass's cost, which no member's fit time holds: cold-time estimates of a finetuned: head add it
+        meta["seconds"] = round(meta.get("seconds", 0.0) + time.perf_counter() - started, 2)
         write_json(meta_path, meta)
     parts = [load_array(source_dir / f"oof_embeddings_fold{m}.part.npy") for m in range(n_folds)]
     oof = np.empty((len(folds), parts[0].shape[1]), dtype=np.float32)
