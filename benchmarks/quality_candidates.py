@@ -79,16 +79,32 @@ def _in_place(scorer: Scorer, run: Path, kept: list[str], member: str, name: str
 
 
 def _fit_minutes(run: Path, member: str) -> float | None:
-    """A member's 5-fold fit minutes as its run recorded them, or None."""
+    """A member's 5-fold fit minutes as its run recorded them, or None. A head on a fine-tuned member's embeddings
+    (``finetuned:``) adds the pass that made its source's embedding tables: a cold fit pays it, the head's own fit
+    does not (None when the source did not record it)."""
     from embedensemble.fileio import read_json
+    from embedensemble.members.finetuned_head import TABLE_META
 
-    seconds = read_json(run / "members" / member / "member.json").get("fit_seconds")
+    info = read_json(run / "members" / member / "member.json")
+    seconds = info.get("fit_seconds")
+    features = (info.get("config") or {}).get("features") or ""
+    source = features.removeprefix("finetuned:") if features.startswith("finetuned:") else None
+    if seconds and source:
+        tables = run / "members" / source / TABLE_META
+        table_seconds = read_json(tables).get("seconds") if tables.is_file() else None
+        seconds = seconds + table_seconds if table_seconds else None
     return round(seconds / 60, 1) if seconds else None
+
+
+# Params that change what a fine-tune trains (its depth, adapter or head), not how: a difference in one of them
+# weighs two, so a candidate that only changes training options pairs with the member of its own depth and head.
+SHAPE_PARAMS = frozenset({"train_top_layers", "adapter", "head"})
 
 
 def variant_of(configs: dict[str, dict[str, Any]], kept: list[str], name: str) -> str | None:
     """The kept member that ``name`` varies: the same kind, backbone, features and head, and the fewest differing
-    ``params`` and ``head_params`` (ties: the first kept); None when no kept member shares them."""
+    ``params`` and ``head_params``, a :data:`SHAPE_PARAMS` difference counting two (ties: the first kept); None when
+    no kept member shares them."""
     def differences(member: str) -> int | None:
         ours, theirs = configs[name], configs[member]
         if any(ours.get(key) != theirs.get(key) for key in ("kind", "backbone", "features", "head")):
@@ -100,7 +116,7 @@ def variant_of(configs: dict[str, dict[str, Any]], kept: list[str], name: str) -
 
 
 def _count_differing(ours: dict[str, Any], theirs: dict[str, Any]) -> int:
-    return sum(ours.get(key) != theirs.get(key) for key in set(ours) | set(theirs))
+    return sum(1 + (key in SHAPE_PARAMS) for key in set(ours) | set(theirs) if ours.get(key) != theirs.get(key))
 
 
 def refit_twin(configs: dict[str, dict[str, Any]], kept: list[str], name: str) -> str | None:

@@ -99,7 +99,7 @@ def _candidates_table(found: dict[str, Any] | None, min_gain: float) -> list[str
               f"and in every meta seed, and the config stays within the {found.get('time_budget_minutes', '?')}-min cold-time "
               "budget with it (column 'cold min with': the kept config's measured cold fit + stack plus the candidate's "
               "5-fold fit as timed in its candidates run, not a cold run of its own; unknown times do not block). Jaccard: with expected-Jaccard decoding. Spread: sd over meta seeds. "
-              "A candidate that varies a kept member (same kind, backbone and head; other params) is also scored in that "
+              "A candidate that varies a kept member (same kind, backbone and head; the fewest other params, a change of depth, adapter or head counting two) is also scored in that "
               "member's place (column 'in place of': macro-F1 / Jaccard gain over the kept stack, and the cold minutes with the swap); "
               "the same rule decides, with the member's fit minutes saved."), "",
              "| candidate | what | alone macro-F1 | over | stack macro-F1 gain | stack Jaccard gain | in place of | fit min | cold min with | joins |",

@@ -176,6 +176,9 @@ def test_a_candidate_varies_the_kept_member_of_its_kind_and_source_with_the_fewe
     kept = ["tfidf-logreg", "top3", "minilm-ft", "top6"]
     assert [quality_candidates.variant_of(configs, kept, n) for n in ("top6-pw", "top3-pw", "minilm-logreg")] == ["top6", "top3", None]
     assert quality_candidates.variant_of(configs, ["top3", "top6"], "top6-pw") == "top6"
+    # one param differs from each; a change of depth weighs more than a change of training options
+    assert quality_candidates.variant_of(configs, ["top3", "top6-pw"], "top6") == "top6-pw"
+    assert quality_candidates.variant_of(configs, ["top6-pw", "top3"], "top3-pw") == "top3"
 
 
 def test_a_candidate_in_a_kept_members_place_joins_by_the_same_rule_with_that_members_minutes_saved() -> None:
@@ -272,3 +275,17 @@ def test_a_dev_check_older_than_a_kept_member_says_which_members_it_lacks() -> N
     assert quality_doc.dev_missing_members(dev, ["a", "b"]) == ["b"]
     assert any("predates the kept members ['b']" in line for line in quality_doc._dev_lines(dev, None, ["a", "b"]))
     assert not any("predates" in line for line in quality_doc._dev_lines(dev, None, ["a"]))
+
+
+def test_a_head_on_fine_tuned_embeddings_costs_its_fit_plus_the_pass_that_made_its_sources_tables(tmp_path) -> None:
+    from embedensemble.fileio import write_json
+
+    def member(name: str, seconds: float, features: str) -> None:
+        write_json(tmp_path / "members" / name / "member.json", {"fit_seconds": seconds, "config": {"name": name, "features": features}})
+
+    member("plain", 60.0, "minilm")
+    member("ft-head", 30.0, "finetuned:src")
+    member("ft-head-old", 30.0, "finetuned:old-src")
+    write_json(tmp_path / "members" / "src" / "embeddings.json", {"complete": True, "seconds": 150.0})
+    write_json(tmp_path / "members" / "old-src" / "embeddings.json", {"complete": True})  # made before the pass was timed
+    assert [quality_candidates._fit_minutes(tmp_path, n) for n in ("plain", "ft-head", "ft-head-old")] == [1.0, 3.0, None]
