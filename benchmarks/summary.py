@@ -132,6 +132,7 @@ def _quality_config_rows(qc: dict[str, Any] | None, int8: dict[str, Any] | None)
         jac = qc["stacks"][qc["jaccard_stack"]]
         rows.append([f"`quality` config, objective jaccard ({qc['jaccard_stack'].split(', ')[-1]}): Jaccard / micro-F1",
                      f"{jac['jaccard']['mean']:.3f} / {jac['micro_f1']['mean']:.3f}", where, "the other folds' OOF (nested)", chosen])
+        rows += _fit_seed_rows(qc)
         cost = qc.get("cost", {})
         added = qc.get("additions")
         if added:
@@ -164,6 +165,23 @@ def _quality_config_rows(qc: dict[str, Any] | None, int8: dict[str, Any] | None)
         rows.append(["int8 encoders' cost to the default stack, macro-F1", f"{-v['stack_macro_f1_loss']:+.4f}",
                      "Kaggle train.csv minus the dev tweets, 5-fold OOF, 3 seeds x 3 meta seeds", "the other folds' OOF (nested)", "–"])
     return rows
+
+
+def _fit_seed_rows(qc: dict[str, Any]) -> list[list[str]]:
+    """The quality config's stack across whole refits with other seeds (folds and models), when there are two or more."""
+    fits = (qc.get("fit_seeds") or {}).get("rows", [])
+    if len(fits) < 2:
+        return []
+
+    def spread(key: str, metric: str) -> str:
+        values = [row[key][metric]["mean"] for row in fits]
+        return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+
+    seeds = ", ".join(str(row["fit_seed"]) for row in fits)
+    return [[f"`quality` config across {len(fits)} fits (fit seeds {seeds}): stack macro-F1; objective jaccard: Jaccard / micro-F1",
+             f"{spread('quality', 'macro_f1')}; {spread('jaccard', 'jaccard')} / {spread('jaccard', 'micro_f1')}",
+             f"Kaggle train.csv minus the dev tweets ({qc['rows']}), 5-fold OOF of each fit, {len(qc['meta_seeds'])} meta seeds",
+             "the other folds' OOF (nested)", "nothing: the spread a refit brings ([docs/quality.md](docs/quality.md))"]]
 
 
 def _bf16_rows(bf16: dict[str, Any] | None) -> list[list[str]]:

@@ -254,6 +254,12 @@ def test_fits_with_other_seeds_are_scored_alike_and_rendered_with_their_spread(t
     lines = "\n".join(quality_doc._fit_seed_lines(found))
     means = [row["quality"]["macro_f1"]["mean"] for row in found["rows"]]
     assert f"| mean ± sd (2 fits) | – | {np.mean(means):.4f} ± {np.std(means, ddof=1):.4f} |" in lines
+    from benchmarks import summary
+
+    (row,) = summary._fit_seed_rows({"fit_seeds": found, "rows": 150, "meta_seeds": [0, 1]})
+    assert row[0].startswith("`quality` config across 2 fits (fit seeds 1, 2)")
+    assert row[1].startswith(f"{np.mean(means):.3f} ± {np.std(means, ddof=1):.3f}; ")
+    assert summary._fit_seed_rows({"fit_seeds": {"rows": found["rows"][:1]}}) == []  # one fit has no spread
     with pytest.raises(SystemExit, match="lacks the kept members"):
         quality.fit_seeds([tmp_path / "run1"], [0], None, ["mpnet-ft-top3"])
 
