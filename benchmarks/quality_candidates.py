@@ -27,6 +27,7 @@ def _describe(member: dict[str, Any]) -> str:
              f"{params['head'].replace('_', '-')} head" if params.get("head", "linear") != "linear" else "",
              f"{params['epochs']:g} epochs" if params.get("epochs", DEFAULT_EPOCHS) != DEFAULT_EPOCHS else "",
              f"pos_weight {params['pos_weight']}" if params.get("pos_weight") else "",
+             f"LCA loss weight {params['lca_weight']}" if params.get("lca_weight") else "",
              f"weight EMA {params['ema_decay']}" if params.get("ema_decay") else "",
              f"seed {params['seed']}" if params.get("seed") is not None else ""] if kind.endswith("finetune") else []
     extra = "".join(f", {t}" for t in tuned if t)

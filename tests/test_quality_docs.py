@@ -295,3 +295,9 @@ def test_a_head_on_fine_tuned_embeddings_costs_its_fit_plus_the_pass_that_made_i
     write_json(tmp_path / "members" / "src" / "embeddings.json", {"complete": True, "seconds": 150.0})
     write_json(tmp_path / "members" / "old-src" / "embeddings.json", {"complete": True})  # made before the pass was timed
     assert [quality_candidates._fit_minutes(tmp_path, n) for n in ("plain", "ft-head", "ft-head-old")] == [1.0, 3.0, None]
+
+
+def test_a_fine_tune_candidate_is_described_by_what_it_changes() -> None:
+    member = {"name": "c", "kind": "pooled-finetune", "backbone": "mpnet",
+              "params": {"train_top_layers": 3, "pos_weight": "auto", "lca_weight": 0.2, "epochs": 3, "seed": 7}}
+    assert quality_candidates._describe(member) == "pooled-finetune: mpnet, top 3 layers, pos_weight auto, LCA loss weight 0.2, seed 7"

@@ -9,7 +9,7 @@ Hyperparameters come from ``MemberConfig.params`` and are parsed by :class:`Fine
      "params": {"adapter": "lora", "quantize_4bit": true, "lora_r": 32, "lr": 1e-4, "epochs": 2}}
 
 Both members train with the same plain-torch loop (:mod:`.training`): length-bucketed batches,
-BCE with optional per-emotion ``pos_weight``, AdamW + warm-up/decay, bf16 autocast on CUDA,
+BCE with optional per-emotion ``pos_weight`` and label-correlation term (:mod:`.losses`), AdamW + warm-up/decay, bf16 autocast on CUDA,
 resumable checkpoints in the fit's ``workdir`` every ``save_every_steps``.
 
 Module map: ``args`` (hyperparameters) -> ``batching`` (length-bucketed batch orders; tokenising,

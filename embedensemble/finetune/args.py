@@ -44,7 +44,9 @@ class FinetuneArgs:
     exponential moving average of the trainable weights and ends with it instead of the last step's
     (:mod:`embedensemble.finetune.averaging`; not with ``eval_fraction``). ``pos_weight`` weighs positive
     labels in the BCE loss: ``"auto"`` (negatives/positives per emotion, clipped to
-    ``pos_weight_max``), a list of 11 numbers, or ``None``.
+    ``pos_weight_max``), a list of 11 numbers, or ``None``. ``lca_weight`` (0 to 1) blends in SpanEmo's
+    label-correlation-aware ranking loss, each expressed emotion above each other one
+    (:mod:`embedensemble.finetune.losses`): ``(1 - lca_weight) * BCE + lca_weight * LCA``; SpanEmo used 0.2.
 
     Runtime: ``max_length`` tokens (default 128, capped by the backbone's), ``precision``
     (``"auto"`` = bf16 autocast on a CUDA card that supports it, else fp32; ``"bf16"`` = bf16 autocast on
@@ -89,6 +91,7 @@ class FinetuneArgs:
     gradient_checkpointing: bool = False
     pos_weight: str | list[float] | None = None
     pos_weight_max: float = 10.0
+    lca_weight: float = 0.0
     eval_fraction: float = 0.0
     eval_every_steps: int | None = None
     early_stopping_patience: int | None = None
@@ -159,6 +162,8 @@ class FinetuneArgs:
                 raise ConfigError(f"{where}: '{key}' must be > 0, got {value!r}")
         if self.epochs <= 0:
             raise ConfigError(f"{where}: 'epochs' must be > 0, got {self.epochs!r}")
+        if not 0.0 <= self.lca_weight <= 1.0:
+            raise ConfigError(f"{where}: 'lca_weight' must be in [0, 1], got {self.lca_weight!r}")
         for key in ("lora_dropout", "warmup_ratio", "eval_fraction"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ConfigError(f"{where}: '{key}' must be in [0, 1), got {getattr(self, key)!r}")

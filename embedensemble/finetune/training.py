@@ -35,6 +35,7 @@ from .checkpoint import (
     save_checkpoint,
     trainable_state,
 )
+from .losses import MultiLabelLoss
 
 logger = get_logger(__name__)
 
@@ -132,8 +133,7 @@ def train(
     several processes train one model (each takes its rows of every batch; same loss curve).
     """
     bf16 = use_bf16(args, device)
-    weights = pos_weight_vector(args, train_data.labels)
-    loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=None if weights is None else torch.as_tensor(weights, device=device))
+    loss_fn = MultiLabelLoss(pos_weight_vector(args, train_data.labels), args.lca_weight).to(device)
     lengths = np.asarray([len(ids) for ids in train_data.ids])
     batches_per_epoch = math.ceil(len(train_data) / args.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / args.grad_accum)
