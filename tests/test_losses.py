@@ -58,10 +58,9 @@ def test_lca_weight_is_checked_in_the_config_and_a_member_trains_with_it(tmp_pat
         FinetuneArgs.from_params({"lca_weight": -0.1}, kind="pooled-finetune")
     texts, labels = make_tweets(32, seed=7)
     params = {"adapter": "none", "lr": 2e-3, "max_steps": 8, "batch_size": 8, "warmup_ratio": 0.0, "save_every_steps": 1000}
-    probas = []
+    encoder, probas = make_tiny_st_encoder(tmp_path / "bert"), []
     for lca in (0.0, 0.5):
-        config = MemberConfig(name="m", kind="pooled-finetune", backbone=str(make_tiny_st_encoder(tmp_path / "bert")),
-                              params=params | {"lca_weight": lca})
+        config = MemberConfig(name="m", kind="pooled-finetune", backbone=str(encoder), params=params | {"lca_weight": lca})
         member = build_member(config, MemberContext(seed=3, device="cpu")).fit(texts, labels.astype(np.float32))
         losses = [h["loss"] for h in member.train_stats_["history"]]
         assert np.mean(losses[-2:]) < np.mean(losses[:2]), losses
