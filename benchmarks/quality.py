@@ -239,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
             found = candidates(args.candidates_run, result["meta_seeds"], held_out, result["selection"]["kept"])
             result["candidates"] = merge_candidates(earlier.get("candidates"), found)
         if result.get("candidates"):
-            result["candidates"] = apply_time_budget(result["candidates"], result.get("cost", {}).get("cold_fit_minutes"))
+            cost = result.get("cost", {})
+            result["candidates"] = apply_time_budget(result["candidates"], cost.get("cold_fit_minutes"),
+                                                     cold_member_seconds=cost.get("member_fit_seconds"))
         if args.seed_runs:
             runs = [Path(result["run"])] + [Path(r) for r in args.seed_runs.split(",")]
             held_out = args.held_out if str(args.held_out) else None

@@ -128,11 +128,13 @@ def refit_twin(configs: dict[str, dict[str, Any]], kept: list[str], name: str) -
     return next((k for k in kept if k in configs and core(configs[k]) == core(configs[name])), None)
 
 
-def apply_time_budget(found: dict[str, Any], cold_minutes: float | None, budget: float = TARGETS["cold_minutes"]) -> dict[str, Any]:
+def apply_time_budget(found: dict[str, Any], cold_minutes: float | None, budget: float = TARGETS["cold_minutes"],
+                      cold_member_seconds: dict[str, float] | None = None) -> dict[str, Any]:
     """Each candidate joins only if it passes the gain rule and the config stays within the cold-time budget with it:
     the kept config's measured cold minutes plus the candidate's own 5-fold fit minutes. Unknown times do not block
     (the row says so). Rows from before ``gain_rule`` was recorded hold it as ``joins``. A candidate scored in a kept
-    member's place (``in_place_of``) gets the same verdict for the swap, whose cold time drops that member's fit."""
+    member's place (``in_place_of``) gets the same verdict for the swap, whose cold time drops that member's fit:
+    as the cold run timed it (``cold_member_seconds``), else as the candidates run did."""
     for row in found["rows"].values():
         row["gain_rule"] = row.get("gain_rule", row.get("joins", False))
         fit = row.get("fit_minutes")
@@ -140,7 +142,9 @@ def apply_time_budget(found: dict[str, Any], cold_minutes: float | None, budget:
         row["joins"] = row["gain_rule"] and (row["cold_minutes_with"] is None or row["cold_minutes_with"] <= budget)
         swap = row.get("in_place_of")
         if swap:  # in the member's place the config saves that member's fit minutes
-            saved = swap.get("member_fit_minutes")
+            in_cold_run = (cold_member_seconds or {}).get(swap["member"])
+            saved = round(in_cold_run / 60, 1) if in_cold_run else swap.get("member_fit_minutes")
+            swap["saved_minutes"] = saved
             swap["gain_rule"] = _passes(swap["macro_f1_gains"])
             swap["cold_minutes_with"] = round(cold_minutes - saved + fit, 1) if cold_minutes and fit and saved else None
             swap["joins"] = swap["gain_rule"] and (swap["cold_minutes_with"] is None or swap["cold_minutes_with"] <= budget)

@@ -101,7 +101,7 @@ def _candidates_table(found: dict[str, Any] | None, min_gain: float) -> list[str
               "5-fold fit as timed in its candidates run, not a cold run of its own; unknown times do not block). Jaccard: with expected-Jaccard decoding. Spread: sd over meta seeds. "
               "A candidate that varies a kept member (same kind, backbone and head; the fewest other params, a change of depth, adapter or head counting two) is also scored in that "
               "member's place (column 'in place of': macro-F1 / Jaccard gain over the kept stack, and the cold minutes with the swap); "
-              "the same rule decides, with the member's fit minutes saved."), "",
+              "the same rule decides, with the member's fit minutes saved (as the cold run timed them)."), "",
              "| candidate | what | alone macro-F1 | over | stack macro-F1 gain | stack Jaccard gain | in place of | fit min | cold min with | joins |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in found["rows"].items():

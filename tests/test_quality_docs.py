@@ -191,6 +191,9 @@ def test_a_candidate_in_a_kept_members_place_joins_by_the_same_rule_with_that_me
     assert {n: (r["in_place_of"]["joins"], r["in_place_of"]["cold_minutes_with"]) for n, r in found["rows"].items()} == {
         "swap": (True, 84.0), "slow": (False, 112.0), "weak": (False, 84.0)}
     assert [quality_doc._join_verdict(found["rows"][n]) for n in ("swap", "slow", "weak")] == ["in place of m", "no", "no"]
+    # the member's minutes saved are the cold run's where it timed them (same clock as the cold total)
+    timed = quality_candidates.apply_time_budget({"rows": {"swap": row([0.004] * 3, 40.0, 38.0)}}, 82.0, 90, {"m": 1800.0})
+    assert timed["rows"]["swap"]["in_place_of"]["cold_minutes_with"] == 92.0 and not timed["rows"]["swap"]["in_place_of"]["joins"]
 
 
 def test_a_candidate_that_passes_the_gain_rule_joins_only_within_the_cold_time_budget() -> None:
