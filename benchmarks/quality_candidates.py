@@ -144,7 +144,6 @@ def apply_time_budget(found: dict[str, Any], cold_minutes: float | None, budget:
         if swap:  # in the member's place the config saves that member's fit minutes
             in_cold_run = (cold_member_seconds or {}).get(swap["member"])
             saved = round(in_cold_run / 60, 1) if in_cold_run else swap.get("member_fit_minutes")
-            swap["saved_minutes"] = saved
             swap["gain_rule"] = _passes(swap["macro_f1_gains"])
             swap["cold_minutes_with"] = round(cold_minutes - saved + fit, 1) if cold_minutes and fit and saved else None
             swap["joins"] = swap["gain_rule"] and (swap["cold_minutes_with"] is None or swap["cold_minutes_with"] <= budget)

@@ -45,7 +45,7 @@ class FinetuneArgs:
     (:mod:`embedensemble.finetune.averaging`; not with ``eval_fraction``). ``pos_weight`` weighs positive
     labels in the BCE loss: ``"auto"`` (negatives/positives per emotion, clipped to
     ``pos_weight_max``), a list of 11 numbers, or ``None``. ``lca_weight`` (0 to 1) blends in SpanEmo's
-    label-correlation-aware ranking loss, each expressed emotion above each other one
+    label-correlation-aware ranking loss, which ranks each expressed emotion above each one not expressed
     (:mod:`embedensemble.finetune.losses`): ``(1 - lca_weight) * BCE + lca_weight * LCA``; SpanEmo used 0.2.
 
     Runtime: ``max_length`` tokens (default 128, capped by the backbone's), ``precision``

@@ -14,6 +14,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .args import FinetuneArgs
+
+
+def pos_weight_vector(args: FinetuneArgs, labels: np.ndarray) -> np.ndarray | None:
+    """Per-emotion positive weights: ``"auto"`` = negatives / positives, clipped to ``[1, pos_weight_max]``."""
+    if args.pos_weight is None:
+        return None
+    if isinstance(args.pos_weight, list):
+        return np.asarray(args.pos_weight, dtype=np.float32)
+    positives = labels.sum(axis=0)
+    ratio = (len(labels) - positives) / np.maximum(positives, 1.0)
+    return np.clip(ratio, 1.0, args.pos_weight_max).astype(np.float32)
+
 
 def label_correlation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean over rows of the mean, over (expressed p, not expressed q) emotion pairs, of ``exp(P_q - P_p)``

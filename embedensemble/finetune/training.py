@@ -35,7 +35,7 @@ from .checkpoint import (
     save_checkpoint,
     trainable_state,
 )
-from .losses import MultiLabelLoss
+from .losses import MultiLabelLoss, pos_weight_vector
 
 logger = get_logger(__name__)
 
@@ -65,17 +65,6 @@ def use_bf16(args: FinetuneArgs, device: torch.device) -> bool:
 
 def autocast(enabled: bool, device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
-
-
-def pos_weight_vector(args: FinetuneArgs, labels: np.ndarray) -> np.ndarray | None:
-    """Per-emotion positive weights: ``"auto"`` = negatives / positives, clipped to ``[1, pos_weight_max]``."""
-    if args.pos_weight is None:
-        return None
-    if isinstance(args.pos_weight, list):
-        return np.asarray(args.pos_weight, dtype=np.float32)
-    positives = labels.sum(axis=0)
-    ratio = (len(labels) - positives) / np.maximum(positives, 1.0)
-    return np.clip(ratio, 1.0, args.pos_weight_max).astype(np.float32)
 
 
 def build_optimizer(
